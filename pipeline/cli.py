@@ -1,0 +1,50 @@
+"""The `vecap` command line: one subcommand per job, each registered by the module that owns it.
+
+Library code never sees the argparse namespace: each command's ``func`` builds its frozen
+config dataclasses from the arguments and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that own subcommands. Each exposes ``register(subparsers)`` and keeps heavy imports
+# (torch, transformers, beam) inside the command functions so `vecap --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipeline.download_cli",  # vecap download, vecap serve-sample
+    "pipeline.run_cli",  # vecap run, vecap demo
+    "pipeline.export_cli",  # vecap export-json, vecap validate-json, vecap stats
+    "pipeline.report_cli",  # vecap report
+    "llava_recap.cli",  # vecap make-tiny-models, vecap caption
+    "clip_trainer.cli",  # vecap train, vecap eval
+)
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vecap",
+        description="Recaption image/alt-text data with LLaVA visual captions fused into VeCs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
