@@ -28,8 +28,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not vllm and not browser"
 
+# each benchmark prints its figures and ends with one JSON line
 bench: $(STAMP)
-	$(PY) bench/download.py
+	set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 # Modules that own subcommands. Each exposes ``register(subparsers)`` and keeps heavy imports
 # (torch, transformers, beam) inside the command functions so `vecap --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
-    "pipeline.download_cli",  # vecap download, vecap serve-sample
-    "pipeline.run_cli",  # vecap run, vecap demo
+    "pipeline.run_cli",  # vecap run, vecap demo, vecap serve-sample
     "pipeline.export_cli",  # vecap export-json, vecap validate-json, vecap stats
     "pipeline.report_cli",  # vecap report
     "llava_recap.cli",  # vecap make-tiny-models, vecap caption
