@@ -1,0 +1,491 @@
+"""Per-shard outputs: ``OUT/shards/part-00042.parquet`` then ``part-00042.stats.json`` (the done marker).
+
+A shard is the unit of work and of commit. Its rows are buffered by the writer until every row of
+the shard has arrived (the shard plan says how many), checked (rows in == rows out, no duplicate
+uid), sorted by uid and written; the stats file is written last, so a shard with a stats file is
+complete and a shard without one is redone on the next run.
+
+Memory: the stages between the reader and the writer run fused in one bundle per shard, so the
+writer holds at most the shards in flight in its bundle (``shard_size`` rows each) and never the
+dataset; the local runner materialises every GroupByKey input in memory, which is why the normal
+path has none. Should a stage redistribute a shard's rows across bundles, the rows left over at
+the end of a bundle take a GroupByKey path that completes the shard correctly, at the cost of that
+memory bound (see :class:`WriteShards`).
+
+Atomicity: on local disks the parquet and stats files are written to a hidden temporary name and
+renamed. Object stores (gs://, s3://) have no rename; a single-object upload is atomic there, so
+the files are written under their final names and the stats file, uploaded last, is the commit.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.shared import Shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from schemas.record import RECORD_SCHEMA, Record
+from schemas.stats import ShardStats, shard_stem
+
+SHARDS_DIR = "shards"
+# The stage boundaries the clock stamps, in pipeline order; "read" is the first.
+READ_STAGE = "read"
+
+
+class ShardIntegrityError(RuntimeError):
+    """A shard reached the writer with missing, extra or duplicate rows: a stage lost or duplicated rows."""
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """Where and how shards are written.
+
+    ``rows_per_row_group``: images dominate a row (~30 KB), so 256 rows is ~8 MB per row group,
+    small enough for a trainer to read one group at a time and large enough for zstd to work.
+    """
+
+    output: str
+    rows_per_row_group: int = 256
+    compression: str = "zstd"
+    compression_level: int | None = None
+    keep_images: bool = True  # False drops the jpg column's bytes (captions-only output)
+
+    def __post_init__(self) -> None:
+        if not self.output or not isinstance(self.output, str):
+            raise ValueError("WriterConfig.output must be a non-empty path or fsspec URL")
+        if self.rows_per_row_group < 1:
+            raise ValueError(f"rows_per_row_group must be >= 1, got {self.rows_per_row_group}")
+        if self.compression not in ("zstd", "snappy", "gzip", "brotli", "lz4", "none"):
+            raise ValueError(f"unsupported parquet compression {self.compression!r}")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def shards_dir(output: str) -> str:
+    return _join(output, SHARDS_DIR)
+
+
+def parquet_path(output: str, shard_id: int) -> str:
+    return _join(shards_dir(output), f"{shard_stem(shard_id)}.parquet")
+
+
+def stats_path(output: str, shard_id: int) -> str:
+    return _join(shards_dir(output), f"{shard_stem(shard_id)}.stats.json")
+
+
+def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs, root
+
+
+def _has_rename(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
+def _shard_id_from_name(name: str, suffix: str) -> int | None:
+    base = name.rsplit("/", 1)[-1]
+    if not (base.startswith("part-") and base.endswith(suffix)):
+        return None
+    digits = base[len("part-") : -len(suffix)]
+    return int(digits) if digits.isdigit() else None
+
+
+def finished_shards(output: str) -> dict[int, ShardStats]:
+    """Shards with a stats file (the done marker), read back; {} when the output does not exist."""
+    fs, root = _fs(shards_dir(output))
+    if not fs.exists(root):
+        return {}
+    done: dict[int, ShardStats] = {}
+    for name in fs.glob(_join(root, "part-*.stats.json")):
+        shard_id = _shard_id_from_name(name, ".stats.json")
+        if shard_id is None:
+            continue
+        with fs.open(name, "r") as f:
+            done[shard_id] = ShardStats.from_json(f.read())
+    return done
+
+
+def finished_parquet_paths(output: str) -> list[str]:
+    """Full paths (with protocol) of the parquet files of finished shards, in shard order."""
+    return [parquet_path(output, sid) for sid in sorted(finished_shards(output))]
+
+
+def remove_stale_temporaries(output: str) -> int:
+    """Delete temporaries a killed run left behind; returns how many."""
+    fs, root = _fs(shards_dir(output))
+    if not fs.exists(root):
+        return 0
+    stale = fs.glob(_join(root, ".part-*.tmp-*"))
+    for name in stale:
+        fs.rm(name)
+    return len(stale)
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def read_shard_records(path: str, columns: Sequence[str] | None = None) -> Iterator[Record]:
+    """Records of one written shard, in uid order, one row group at a time."""
+    fs, root = _fs(path)
+    with fs.open(root, "rb") as f:
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            for row in pf.read_row_group(i, columns=list(columns) if columns else None).to_pylist():
+                yield Record.from_dict(row)
+
+
+# --------------------------------------------------------------------------- writing one shard
+
+
+def _write_bytes_atomic(fs: fsspec.AbstractFileSystem, final: str, write: Any) -> None:
+    """Call ``write(file)`` into a temporary then rename, or straight to ``final`` on object stores."""
+    if not _has_rename(fs):
+        with fs.open(final, "wb") as f:
+            write(f)
+        return
+    parent, base = final.rsplit("/", 1)
+    tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            write(f)
+        fs.mv(tmp, final)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def check_shard(shard_id: int, records: Sequence[Record], expected_rows: int) -> None:
+    """Raise :class:`ShardIntegrityError` unless the shard has exactly its rows, once each."""
+    wrong = [r.uid for r in records if r.shard_id != shard_id]
+    if wrong:
+        raise ShardIntegrityError(
+            f"shard {shard_id}: {len(wrong)} rows belong to another shard (e.g. uid {wrong[0]})"
+        )
+    uids = collections.Counter(r.uid for r in records)
+    dups = [u for u, n in uids.items() if n > 1]
+    if dups:
+        raise ShardIntegrityError(
+            f"shard {shard_id}: {len(dups)} duplicate uids (e.g. {dups[0]}); a stage emitted a row twice"
+        )
+    if len(records) != expected_rows:
+        raise ShardIntegrityError(
+            f"shard {shard_id}: {len(records)} rows reached the writer, {expected_rows} were read; "
+            "a stage lost rows, refusing to mark the shard done"
+        )
+
+
+def shard_stats(
+    shard_id: int,
+    records: Sequence[Record],
+    *,
+    stage_seconds: Mapping[str, float] | None = None,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+) -> ShardStats:
+    status_counts = collections.Counter(r.status for r in records)
+    source_counts = collections.Counter(r.fusion_source for r in records if r.fusion_source)
+    now = time.time()
+    return ShardStats(
+        shard_id=shard_id,
+        rows=len(records),
+        status_counts=dict(sorted(status_counts.items())),
+        fusion_source_counts=dict(sorted(source_counts.items())),
+        ethics_flagged=sum(1 for r in records if r.ethics_flagged),
+        stage_seconds={k: round(v, 4) for k, v in (stage_seconds or {}).items()},
+        started_at=started_at if started_at is not None else now,
+        finished_at=finished_at if finished_at is not None else now,
+        caption_models=sorted({r.caption_model for r in records if r.caption_model}),
+        fusion_models=sorted({r.fusion_model for r in records if r.fusion_model}),
+    )
+
+
+def records_table(records: Sequence[Record], keep_images: bool = True) -> pa.Table:
+    rows = [r.to_dict() for r in records]
+    if not keep_images:
+        for row in rows:
+            row["jpg"] = None
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def write_shard(
+    config: WriterConfig,
+    shard_id: int,
+    records: Iterable[Record],
+    expected_rows: int,
+    *,
+    stage_seconds: Mapping[str, float] | None = None,
+    started_at: float | None = None,
+) -> ShardStats:
+    """Check, sort, write the parquet file, then the stats file (the commit). Returns the stats."""
+    rows = sorted(records, key=lambda r: r.uid)
+    check_shard(shard_id, rows, expected_rows)
+    fs, _ = _fs(config.output)
+    fs.makedirs(_fs(shards_dir(config.output))[1], exist_ok=True)
+    _, final_parquet = _fs(parquet_path(config.output, shard_id))
+    _, final_stats = _fs(stats_path(config.output, shard_id))
+    # A redo must never leave an old done marker beside a new, half-written parquet file.
+    if fs.exists(final_stats):
+        fs.rm(final_stats)
+
+    compression = None if config.compression == "none" else config.compression
+    binary_cols = {"jpg"}  # statistics and dictionaries of image bytes are waste
+    stat_cols = [f.name for f in RECORD_SCHEMA if f.name not in binary_cols]
+
+    def write_parquet(f: Any) -> None:
+        with pq.ParquetWriter(
+            f,
+            RECORD_SCHEMA,
+            compression=compression,
+            compression_level=config.compression_level,
+            use_dictionary=stat_cols,
+            write_statistics=stat_cols,
+        ) as writer:
+            step = config.rows_per_row_group
+            for start in range(0, len(rows), step):
+                writer.write_table(
+                    records_table(rows[start : start + step], config.keep_images),
+                    row_group_size=step,
+                )
+            if not rows:  # an empty shard is still a valid file with the schema
+                writer.write_table(RECORD_SCHEMA.empty_table())
+
+    t0 = time.time()
+    _write_bytes_atomic(fs, final_parquet, write_parquet)
+    seconds = dict(stage_seconds or {})
+    seconds["write"] = time.time() - t0
+    stats = shard_stats(shard_id, rows, stage_seconds=seconds, started_at=started_at)
+    payload = stats.to_json().encode()
+    _write_bytes_atomic(fs, final_stats, lambda f: f.write(payload))
+    return stats
+
+
+# --------------------------------------------------------------------------- stage clock
+
+
+class ShardClockBoard:
+    """Per-process first/last time each shard's rows crossed each stage boundary.
+
+    Shared between the clock DoFns and the writer of one fused stage through Beam's
+    ``apache_beam.utils.shared.Shared`` (one board per pipeline tag and process), because records
+    carry no timing and the stages are opaque transforms.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._marks: dict[int, dict[str, list[float]]] = {}
+
+    def stamp(self, shard_id: int, stage: str, t: float) -> None:
+        with self._lock:
+            span = self._marks.setdefault(shard_id, {}).setdefault(stage, [t, t])
+            if t < span[0]:
+                span[0] = t
+            if t > span[1]:
+                span[1] = t
+
+    def pop(self, shard_id: int) -> dict[str, list[float]]:
+        with self._lock:
+            return self._marks.pop(shard_id, {})
+
+
+def stage_seconds_from_marks(
+    marks: Mapping[str, Sequence[float]], stages: Sequence[str]
+) -> tuple[dict[str, float], float | None]:
+    """Critical-path seconds per stage: when the shard's last row cleared the stage, minus when it
+    cleared the previous one ("read": last minus first row read). They add up to the shard's time.
+    Returns (seconds per stage, started_at)."""
+    seconds: dict[str, float] = {}
+    previous_end: float | None = None
+    started_at: float | None = None
+    for stage in stages:
+        span = marks.get(stage)
+        if span is None:
+            continue  # the stage ran in another process; its time is unknown here
+        if previous_end is None:
+            started_at = span[0]
+            previous_end = span[0]
+        seconds[stage] = max(span[1] - previous_end, 0.0)
+        previous_end = span[1]
+    return seconds, started_at
+
+
+def new_clock() -> tuple[Any, str]:
+    """A (Shared handle, tag) pair for one pipeline's clock DoFns and writer."""
+    return Shared(), f"vecap-clock-{uuid.uuid4().hex}"
+
+
+def _acquire_board(handle: Any, tag: str) -> ShardClockBoard:
+    return handle.acquire(ShardClockBoard, tag=tag)
+
+
+# --------------------------------------------------------------------------- Beam transforms
+
+
+class StageClockFn(beam.DoFn):
+    """Pass-through that stamps when each shard's rows cross a stage boundary."""
+
+    def __init__(self, stage: str, handle: Any, tag: str) -> None:
+        self._stage, self._handle, self._tag = stage, handle, tag
+
+    def setup(self) -> None:
+        self._board = _acquire_board(self._handle, self._tag)
+
+    def process(self, record: Record) -> Iterator[Record]:
+        self._board.stamp(record.shard_id, self._stage, time.time())
+        yield record
+
+
+def make_stage_clock(stage: str, clock: tuple[Any, str]) -> beam.ParDo:
+    handle, tag = clock
+    return beam.ParDo(StageClockFn(stage, handle, tag))
+
+
+class _ShardCommitter:
+    """What both writer DoFns share: the shard plan, the clock board, the write itself."""
+
+    def __init__(
+        self,
+        config: WriterConfig,
+        expected_rows: Mapping[int, int],
+        stages: Sequence[str],
+        clock: tuple[Any, str],
+    ) -> None:
+        self.config = config
+        self.expected = dict(expected_rows)
+        self.stages = tuple(stages)
+        self.handle, self.tag = clock
+
+    def commit(self, board: ShardClockBoard, shard_id: int, rows: Iterable[Record]) -> ShardStats:
+        seconds, started_at = stage_seconds_from_marks(board.pop(shard_id), self.stages)
+        return write_shard(
+            self.config,
+            shard_id,
+            rows,
+            self.expected[shard_id],
+            stage_seconds=seconds,
+            started_at=started_at,
+        )
+
+
+class FusedShardWriterFn(beam.DoFn):
+    """Writes each shard as soon as its last row arrives; leftovers go to the grouped path."""
+
+    def __init__(self, committer: _ShardCommitter) -> None:
+        self._committer = committer
+
+    def setup(self) -> None:
+        self._board = _acquire_board(self._committer.handle, self._committer.tag)
+
+    def start_bundle(self) -> None:
+        self._buffers: dict[int, list[Record]] = {}
+
+    def process(self, record: Record) -> Iterator[ShardStats]:
+        sid = record.shard_id
+        expected = self._committer.expected
+        if sid not in expected:
+            raise ShardIntegrityError(
+                f"row {record.uid} has shard_id {sid}, which is not in this run's shard plan"
+            )
+        buf = self._buffers.setdefault(sid, [])
+        buf.append(record)
+        if len(buf) == expected[sid]:
+            del self._buffers[sid]
+            yield self._committer.commit(self._board, sid, buf)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # A shard still incomplete here was split across bundles by some stage: hand its rows
+        # to the GroupByKey path, which sees all of them.
+        for sid, buf in self._buffers.items():
+            for record in buf:
+                yield pvalue.TaggedOutput(
+                    PARTIAL_TAG, WindowedValue((sid, record), MIN_TIMESTAMP, [GlobalWindow()])
+                )
+        self._buffers = {}
+
+
+class GroupedShardWriterFn(beam.DoFn):
+    def __init__(self, committer: _ShardCommitter) -> None:
+        self._committer = committer
+
+    def setup(self) -> None:
+        self._board = _acquire_board(self._committer.handle, self._committer.tag)
+
+    def process(self, element: tuple[int, Iterable[Record]]) -> Iterator[ShardStats]:
+        sid, rows = element
+        yield self._committer.commit(self._board, sid, list(rows))
+
+
+PARTIAL_TAG = "partial"
+
+
+class WriteShards(beam.PTransform):
+    """PTransform PCollection[Record] -> PCollection[ShardStats], one per shard written.
+
+    ``expected_rows`` maps every shard id of this run to its row count (from the shard plan).
+    ``clock`` is the :func:`new_clock` pair the run's :func:`make_stage_clock` ParDos share, and
+    ``stages`` the boundary names in pipeline order, for per-stage seconds in the stats file.
+    """
+
+    def __init__(
+        self,
+        config: WriterConfig,
+        expected_rows: Mapping[int, int],
+        *,
+        stages: Sequence[str] = (READ_STAGE,),
+        clock: tuple[Any, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self._committer = _ShardCommitter(config, expected_rows, stages, clock or new_clock())
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        fused = records | "WriteCompleteShards" >> beam.ParDo(
+            FusedShardWriterFn(self._committer)
+        ).with_outputs(PARTIAL_TAG, main="stats")
+        regrouped = (
+            fused[PARTIAL_TAG]
+            | "GroupPartialShards" >> beam.GroupByKey()
+            | "WriteRegroupedShards" >> beam.ParDo(GroupedShardWriterFn(self._committer))
+        )
+        return (fused.stats, regrouped) | "AllShardStats" >> beam.Flatten()
+
+
+__all__ = [
+    "SHARDS_DIR",
+    "ShardClockBoard",
+    "ShardIntegrityError",
+    "WriteShards",
+    "WriterConfig",
+    "check_shard",
+    "finished_parquet_paths",
+    "finished_shards",
+    "make_stage_clock",
+    "new_clock",
+    "parquet_path",
+    "read_shard_records",
+    "records_table",
+    "remove_stale_temporaries",
+    "shard_stats",
+    "shards_dir",
+    "stage_seconds_from_marks",
+    "stats_path",
+    "write_shard",
+]
