@@ -1,0 +1,97 @@
+"""Find the finished shards of a vecap output, and its manifest, on any fsspec filesystem.
+
+A shard is finished when its stats file exists: the writer commits the parquet first and the
+stats file last, so a parquet without stats is still being written (or was cut off by a crash)
+and is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from schemas.stats import ShardStats, shard_stem
+
+_PARQUET_RE = re.compile(r"^part-(\d+)\.parquet$")
+_STATS_RE = re.compile(r"^part-(\d+)\.stats\.json$")
+
+
+@dataclass(frozen=True)
+class FinishedShard:
+    shard_id: int
+    parquet_path: str  # path on ``OutputScan.fs`` (no protocol)
+    stats: ShardStats
+
+
+@dataclass
+class OutputScan:
+    """What lies in an output folder, read without touching a single parquet row."""
+
+    root: str
+    fs: AbstractFileSystem
+    finished: list[FinishedShard] = field(default_factory=list)
+    in_progress: list[int] = field(default_factory=list)  # shard ids with parquet but no stats
+    problems: list[str] = field(default_factory=list)  # human-readable, shown on the page
+    manifest: dict[str, Any] | None = None
+    manifest_error: str | None = None
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def scan_output(output_dir: str) -> OutputScan:
+    """List finished shards (sorted by id), shards in progress, and load ``manifest.json``.
+
+    Never raises for the content of the folder: a malformed stats file or manifest becomes a
+    problem line on the page. A missing folder raises ``FileNotFoundError`` (a typo, not data).
+    """
+    fs, root = fsspec.core.url_to_fs(output_dir)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"output folder not found: {output_dir}")
+    scan = OutputScan(root=root, fs=fs)
+    _load_manifest(scan)
+
+    shards_dir = f"{root}/shards"
+    names = [_basename(p) for p in fs.ls(shards_dir, detail=False)] if fs.isdir(shards_dir) else []
+    parquet_ids = {int(m.group(1)) for n in names if (m := _PARQUET_RE.match(n))}
+    stats_ids = {int(m.group(1)) for n in names if (m := _STATS_RE.match(n))}
+
+    for shard_id in sorted(stats_ids):
+        stem = shard_stem(shard_id)
+        stats_path = f"{shards_dir}/{stem}.stats.json"
+        if shard_id not in parquet_ids:
+            scan.problems.append(f"{stem}: stats file without its parquet file; shard skipped")
+            continue
+        try:
+            with fs.open(stats_path, "rb") as f:
+                stats = ShardStats.from_json(f.read().decode("utf-8"))
+        except (OSError, ValueError, TypeError) as exc:
+            scan.problems.append(f"{stem}: unreadable stats file ({exc}); shard skipped")
+            continue
+        scan.finished.append(FinishedShard(shard_id, f"{shards_dir}/{stem}.parquet", stats))
+    scan.in_progress = sorted(parquet_ids - stats_ids)
+    return scan
+
+
+def _load_manifest(scan: OutputScan) -> None:
+    path = f"{scan.root}/manifest.json"
+    if not scan.fs.exists(path):
+        scan.manifest_error = "manifest.json not found (the run may still be starting)"
+        return
+    try:
+        with scan.fs.open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        scan.manifest_error = f"manifest.json is unreadable: {exc}"
+        return
+    if not isinstance(data, dict):
+        scan.manifest_error = f"manifest.json holds a {type(data).__name__}, not a JSON object"
+        return
+    scan.manifest = data
