@@ -218,7 +218,7 @@ def _spill_batch(
     present = np.unique(sorted_buckets)
     starts = np.searchsorted(sorted_buckets, present, side="left")
     stops = np.searchsorted(sorted_buckets, present, side="right")
-    for b, lo, hi in zip(present.tolist(), starts.tolist(), stops.tolist()):
+    for b, lo, hi in zip(present.tolist(), starts.tolist(), stops.tolist(), strict=False):
         writer = writers.get(b)
         if writer is None:
             sink = pa.OSFile(os.path.join(spill_dir, f"bucket-{b:06d}.arrow"), "wb")
@@ -263,7 +263,7 @@ def _write_bucket(path: str, out, first: bool) -> tuple[int, int, bool]:
     seen: set[str] = set()
     lines: list[str] = []
     dups = 0
-    for url, caption in zip(urls, captions):
+    for url, caption in zip(urls, captions, strict=False):
         if url in seen:
             dups += 1
             continue
@@ -431,7 +431,7 @@ def validate_json(
         return report
     parsed = [_parse_split_name(f) for f in files]
     if any(p is None for p in parsed):
-        bad = [f for f, p in zip(files, parsed) if p is None]
+        bad = [f for f, p in zip(files, parsed, strict=False) if p is None]
         error(f"not named like NAME-II-of-NN.json: {bad[:3]}")
         return report
     names = {p[0] for p in parsed}
@@ -448,7 +448,7 @@ def validate_json(
 
     tmp = tempfile.mkdtemp(prefix="vecap-validate-")
     try:
-        for path, (_, index, _) in zip(files, parsed):
+        for path, (_, index, _) in zip(files, parsed, strict=False):
             report.entries_per_file.append(
                 _validate_one(path, index, splits, dedup_buckets, tmp, report, error)
             )
@@ -467,7 +467,7 @@ def validate_json(
             meta = json.load(f)
         report.expected_entries = int(meta.get("entries", -1))
         expected_per = meta.get("entries_per_split", [])
-        for (_, index, _), got in zip(parsed, report.entries_per_file):
+        for (_, index, _), got in zip(parsed, report.entries_per_file, strict=False):
             if index < len(expected_per) and expected_per[index] != got:
                 error(f"split {index}: {got} entries, the export recorded {expected_per[index]}")
     return report
@@ -493,7 +493,7 @@ def _validate_one(path, index, splits, dedup_buckets, tmp, report, error) -> int
             b = (h >> np.uint64(40)) % np.uint64(dedup_buckets)
             for k in np.unique(b).tolist():
                 h[b == k].tofile(spill[k])
-            for u, v in zip(pending_urls, pending_vals):
+            for u, v in zip(pending_urls, pending_vals, strict=False):
                 if not _looks_like_url(u):
                     error(f"{path}: key {u[:80]!r} is not a URL")
                 if not v.strip():

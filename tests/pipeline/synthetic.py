@@ -37,12 +37,15 @@ def write_synthetic_output(
             "url": urls,
             "alt_text": [f"alt text {i}" for i in idx],
             "status": ["http_error" if f else "ok" for f in failed],
-            "visual_caption": [None if f else f"a photo of thing {i}" for i, f in zip(idx, failed)],
+            "visual_caption": [
+                None if f else f"a photo of thing {i}" for i, f in zip(idx, failed, strict=False)
+            ],
             "fused_caption": [
-                None if f else f'a "quoted" caption \\ {i} caf\u00e9' for i, f in zip(idx, failed)
+                None if f else f'a "quoted" caption \\ {i} caf\u00e9'
+                for i, f in zip(idx, failed, strict=False)
             ],
         }
-        for u, f in zip(urls, failed):
+        for u, f in zip(urls, failed, strict=False):
             if not f:
                 exportable.add(u)
                 exportable_rows += 1

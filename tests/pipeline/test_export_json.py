@@ -94,7 +94,7 @@ def test_export_is_deterministic(tmp_path):
     a = export_json(ExportConfig(source=out, dest=str(tmp_path / "a"), splits=4, bucket_rows=100))
     b = export_json(ExportConfig(source=out, dest=str(tmp_path / "b"), splits=4))
     assert a.buckets_per_split > 1 and b.buckets_per_split == 1
-    for fa, fb in zip(a.files, b.files):
+    for fa, fb in zip(a.files, b.files, strict=False):
         da = json.load(open(fa, encoding="utf-8"))  # noqa: SIM115
         db = json.load(open(fb, encoding="utf-8"))  # noqa: SIM115
         assert da == db
