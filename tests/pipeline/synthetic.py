@@ -57,6 +57,10 @@ def write_synthetic_output(
             shard_id, [Record(uid="x", shard_id=shard_id, row_index=0)] * 0
         )
         stats.rows = n
+        n_failed = sum(failed)
+        stats.status_counts = {
+            k: v for k, v in (("http_error", n_failed), ("ok", n - n_failed)) if v
+        }
         with open(stats_path(out, shard_id), "w") as f:
             f.write(stats.to_json())
     return exportable_rows, len(exportable)
