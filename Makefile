@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast bench lint format clean
+.PHONY: venv demo test test-fast bench lint format clean chromium
 
 # torch first, pinned, so pip takes the CPU wheel from this machine's disk instead of a CUDA
 # build; never torchvision (its only build here breaks transformers' processor imports).
@@ -21,8 +21,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vecap demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The report's browser test opens the page in Debian's chromium; installed once, then a no-op.
+# Without root or apt it says so and goes on: that test then fails with the same hint.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	echo "warning: could not install chromium (apt-get install -y chromium needs root); the browser test will fail"
 
 # everything but slow tests, for the edit-test loop
 test-fast: $(STAMP)

@@ -160,7 +160,7 @@ def _hbar(ax, bars: Sequence[Bar], colors: Sequence[str], value_label) -> None:
     ax.barh(y, [b.count for b in bars], color=colors)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    for yi, b in zip(y, bars):
+    for yi, b in zip(y, bars, strict=True):
         ax.annotate(
             value_label(b),
             (b.count, yi),

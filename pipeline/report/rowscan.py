@@ -197,6 +197,7 @@ class _ShardAccumulator:
                 grouped.column("status").to_pylist(),
                 grouped.column("error").to_pylist(),
                 grouped.column("count_all").to_pylist(),
+                strict=True,
             ):
                 self.errors.setdefault(st, Counter())[err] += n
 

@@ -78,7 +78,7 @@ class KeyedReservoir:
 
     def refs(self) -> list[RowRef]:
         """The sample, in file order (shard, then row), which is also uid order."""
-        return sorted(RowRef(int(s), int(r)) for s, r in zip(self._shards, self._rows))
+        return sorted(RowRef(int(s), int(r)) for s, r in zip(self._shards, self._rows, strict=True))
 
 
 def fetch_rows(
@@ -127,7 +127,7 @@ def _fetch_from_file(
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=present):
             hits = [r - offset for r in range(offset, offset + batch.num_rows) if r in wanted]
             if hits:
-                for i, row in zip(hits, batch.take(hits).to_pylist()):
+                for i, row in zip(hits, batch.take(hits).to_pylist(), strict=True):
                     out[RowRef(shard_index, offset + i)] = row
             offset += batch.num_rows
     return out
