@@ -1,0 +1,359 @@
+"""The CLIP training loop: accelerate (single device, DDP multi-GPU/multi-node, AMP), VeCLIP's
+mixed captions, checkpoints that resume at the same step and data position, JSONL metrics.
+
+Multi-GPU: ``accelerate launch -m pipeline.cli train ...`` (or torchrun); every process streams
+its own slots of the data, features are gathered for the loss (see :mod:`clip_trainer.loss`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clip_trainer.data import DataConfig, DataProgress
+from clip_trainer.model import LOGIT_SCALE_MAX, ModelConfig
+from clip_trainer.optim import OptimConfig
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    output_dir: str
+    steps: int  # optimizer steps for the whole run (the schedule's length)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 256  # per process and micro-step; global = batch x processes x accumulation
+    grad_accum_steps: int = 1
+    num_workers: int = 4  # DataLoader workers per process
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else fp32
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    resume: str | None = "auto"  # "auto": latest checkpoint in output_dir if any; a path; None
+    stop_after: int | None = (
+        None  # stop after this many steps in this invocation (wall-time limits)
+    )
+    tensorboard: bool = False
+    seed: int = 0
+    cpu: bool = False  # force CPU even when CUDA is present
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: a contrastive loss needs negatives")
+        if self.grad_accum_steps < 1:
+            raise ValueError("grad_accum_steps must be >= 1")
+        if self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
+        if self.log_every < 1 or self.save_every < 1:
+            raise ValueError("log_every and save_every must be >= 1")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be >= 1")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError("stop_after must be >= 1")
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    model_dir: Path  # the last checkpoint's self-contained model directory
+    metrics_path: Path
+    last_metrics: dict[str, Any]
+    finished: bool  # False when stop_after ended the invocation before `steps`
+
+
+def _resolve_precision(requested: str, cpu: bool) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if not cpu and torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _merge_progress(parts: list[dict[str, Any]], n_slots: int) -> dict[str, Any]:
+    """One data state from every rank's: positions are disjoint per rank, counts add up."""
+    merged = DataProgress(n_slots=n_slots)
+    for part in parts:
+        progress = DataProgress.from_dict(part)
+        merged.positions.update(progress.positions)
+        merged.batches = progress.batches  # equal on every rank
+        for key, value in progress.source_counts.items():
+            merged.source_counts[key] = merged.source_counts.get(key, 0) + value
+        merged.filtered_rows += progress.filtered_rows
+        merged.bad_images += progress.bad_images
+    return merged.to_dict()
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop lines a crashed run logged after its last checkpoint: the resumed run redoes them."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= last_step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume training) a CLIP on vecap shards; returns where the model ended up."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object, set_seed
+    from transformers import CLIPModel
+
+    from clip_trainer.checkpoint import (
+        latest_checkpoint,
+        list_checkpoints,
+        load_trainer_state,
+        save_checkpoint,
+    )
+    from clip_trainer.data import build_train_loader
+    from clip_trainer.loss import clip_loss
+    from clip_trainer.model import (
+        build_model,
+        model_context_length,
+        model_image_size,
+        resolve_tokenizer,
+    )
+    from clip_trainer.optim import build_optimizer, build_scheduler
+
+    out = Path(config.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=_resolve_precision(config.mixed_precision, config.cpu),
+        gradient_accumulation_steps=config.grad_accum_steps,
+        cpu=config.cpu,
+    )
+    is_main = accelerator.is_main_process
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # Which checkpoint, if any, to continue from.
+    checkpoint: Path | None = None
+    if config.resume == "auto":
+        checkpoint = latest_checkpoint(out)
+    elif config.resume:
+        checkpoint = Path(config.resume)
+    elif list_checkpoints(out):
+        raise FileExistsError(
+            f"{out} already holds checkpoints; pass resume='auto' (--resume auto) to continue "
+            "that run or choose another output directory"
+        )
+
+    set_seed(config.seed)
+    if checkpoint is not None:
+        tokenizer = resolve_tokenizer(
+            ModelConfig(
+                init_from=str(checkpoint / "model"), tokenizer_kind=config.model.tokenizer_kind
+            ),
+            out,
+        )
+        model = CLIPModel.from_pretrained(str(checkpoint / "model"))
+        trainer_state, data_state = load_trainer_state(checkpoint)
+    else:
+        with accelerator.main_process_first():  # the tiny tokenizer is built once, by rank 0
+            tokenizer = resolve_tokenizer(config.model, out)
+        model = build_model(config.model, tokenizer)
+        trainer_state, data_state = None, None
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step = 0
+    progress = DataProgress(n_slots=accelerator.num_processes * max(1, config.num_workers))
+    if trainer_state is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        scheduler.load_state_dict(trainer_state["scheduler"])
+        step = int(trainer_state["step"])
+        progress = DataProgress.from_dict(data_state)
+        if not is_main:  # counts were merged over ranks; keep them once
+            progress = DataProgress(
+                positions=progress.positions, batches=progress.batches, n_slots=progress.n_slots
+            )
+        torch.set_rng_state(trainer_state["torch_rng"])
+
+    core = accelerator.unwrap_model(model)
+    loader, _ = build_train_loader(
+        config.data,
+        tokenizer,
+        image_size=model_image_size(core),
+        context_length=model_context_length(core),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        progress=progress,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+
+    metrics_path = out / "metrics.jsonl"
+    writer = None
+    if is_main:
+        _trim_metrics(metrics_path, step)
+        if config.tensorboard:
+            writer = _tensorboard_writer(out / "tensorboard")
+        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+
+    def save(at_step: int) -> Path:
+        parts = gather_object([progress.to_dict()])
+        path = checkpoint_root_step(out, at_step)
+        if is_main:
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": at_step,
+                "torch_rng": torch.get_rng_state(),
+                "config": asdict(config),
+            }
+            path = save_checkpoint(
+                out,
+                at_step,
+                model=accelerator.unwrap_model(model),
+                tokenizer=tokenizer,
+                trainer_state=state,
+                data_state=_merge_progress(parts, progress.n_slots or 1),
+                keep=config.keep_checkpoints,
+            )
+        accelerator.wait_for_everyone()
+        return path
+
+    last_stop = (
+        config.steps if config.stop_after is None else min(config.steps, step + config.stop_after)
+    )
+    global_batch = config.batch_size * accelerator.num_processes * config.grad_accum_steps
+    data_iter = iter(loader)
+    model.train()
+    last_metrics: dict[str, Any] = {}
+    window_loss: Any = torch.zeros((), device=accelerator.device)
+    window_steps, window_wait = 0, 0.0
+    window_start = time.perf_counter()
+    saved_at = step if checkpoint is not None else -1
+    while step < last_stop:
+        for _ in range(config.grad_accum_steps):
+            wait_start = time.perf_counter()
+            batch = next(data_iter)
+            window_wait += time.perf_counter() - wait_start
+            progress.update(batch)
+            with accelerator.accumulate(model):
+                outputs = model(
+                    input_ids=batch["input_ids"].to(accelerator.device),
+                    attention_mask=batch["attention_mask"].to(accelerator.device),
+                    pixel_values=batch["pixel_values"].to(accelerator.device, non_blocking=True),
+                )
+                scale = accelerator.unwrap_model(model).logit_scale.exp()
+                loss = clip_loss(outputs.image_embeds, outputs.text_embeds, scale)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.optim.grad_clip_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            # Summed on the device: reading it every step would stall the GPU queue.
+            window_loss = window_loss + loss.detach() / config.grad_accum_steps
+        scheduler.step()
+        with torch.no_grad():  # CLIP clamps the temperature so logits stay below 100
+            accelerator.unwrap_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+        step += 1
+        window_steps += 1
+
+        if step % config.log_every == 0 or step == last_stop:
+            elapsed = time.perf_counter() - window_start
+            loss_mean = accelerator.reduce(window_loss / window_steps, "mean")
+            if not torch.isfinite(loss_mean):
+                raise FloatingPointError(
+                    f"loss is {float(loss_mean)} near step {step}: lower the lr, add warmup or use fp32"
+                )
+            counts = _sum_counts(accelerator, progress)
+            logit_scale = float(accelerator.unwrap_model(model).logit_scale.detach().exp())
+            seen = counts["vec"] + counts["alt"] + counts["alt_fallback"] + counts["vec_fallback"]
+            last_metrics = {
+                "step": step,
+                "loss": float(loss_mean),
+                "logit_scale": logit_scale,
+                "temperature": 1.0 / logit_scale,
+                "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": window_steps * global_batch / elapsed if elapsed > 0 else math.nan,
+                "data_wait_frac": window_wait / elapsed if elapsed > 0 else 0.0,
+                "epoch": progress.epoch,
+                "caption_sources": counts,
+                "vec_frac": (counts["vec"] + counts["vec_fallback"]) / seen if seen else 0.0,
+                "filtered_rows": counts.pop("_filtered"),
+                "bad_images": counts.pop("_bad"),
+            }
+            if is_main:
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(last_metrics) + "\n")
+                if writer is not None:
+                    for key, value in last_metrics.items():
+                        if isinstance(value, (int, float)) and key != "step":
+                            writer.add_scalar(f"train/{key}", value, step)
+                    for key, value in counts.items():
+                        writer.add_scalar(f"captions/{key}", value, step)
+            window_loss = torch.zeros((), device=accelerator.device)
+            window_steps, window_wait = 0, 0.0
+            window_start = time.perf_counter()
+
+        if step % config.save_every == 0 and step != last_stop:
+            save(step)
+            saved_at = step
+
+    final = checkpoint_root_step(out, step)
+    if saved_at != step:
+        final = save(step)
+    if writer is not None:
+        writer.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(
+        step=step,
+        model_dir=final / "model",
+        metrics_path=metrics_path,
+        last_metrics=last_metrics,
+        finished=step >= config.steps,
+    )
+
+
+def checkpoint_root_step(output_dir: Path, step: int) -> Path:
+    return output_dir / "checkpoints" / f"step-{step:08d}"
+
+
+def _sum_counts(accelerator: Any, progress: DataProgress) -> dict[str, int]:
+    """Caption-source and drop counts summed over all processes."""
+    import torch
+
+    keys = list(progress.source_counts)
+    local = torch.tensor(
+        [progress.source_counts[k] for k in keys] + [progress.filtered_rows, progress.bad_images],
+        device=accelerator.device,
+        dtype=torch.long,
+    )
+    total = accelerator.reduce(local, "sum").tolist()
+    counts = dict(zip(keys, (int(v) for v in total[: len(keys)]), strict=True))
+    counts["_filtered"], counts["_bad"] = int(total[-2]), int(total[-1])
+    return counts
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # tensorboard is in the train extra
+        raise ImportError(
+            "TensorBoard logging needs `pip install 'vecap[train]'` (tensorboard)"
+        ) from exc
+    return SummaryWriter(str(log_dir))
+
+
+__all__ = ["MIXED_PRECISION", "TrainConfig", "TrainResult", "train"]
