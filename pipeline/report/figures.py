@@ -132,17 +132,22 @@ def _figure(width: float, height: float):
     return fig, fig.add_subplot()
 
 
-def _to_svg(fig, salt: str) -> str:
+def _to_svg(fig, prefix: str) -> str:
+    """The figure as an ``<svg>`` element to inline in a page holding other figures."""
     import matplotlib
 
     buf = io.StringIO()
-    # A per-figure salt keeps the ids of clip paths unique when several SVGs share one page.
-    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
+    with matplotlib.rc_context({"svg.hashsalt": prefix, "svg.fonttype": "path"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     # Inline SVG: drop the XML prolog and doctype, which are only valid at the top of a file.
     text = re.sub(r"^<\?xml[^>]*>\s*", "", text)
     text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
+    # Ids are page-wide once inlined: prefix every id and every reference to one, so figures
+    # never share (or steal) each other's clip paths, markers and glyphs.
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
+    text = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
     # Scale with the page instead of a fixed pixel size.
     return re.sub(
         r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg \1class="figure"', text, count=1
@@ -173,7 +178,7 @@ def _hbar(ax, bars: Sequence[Bar], colors: Sequence[str], value_label) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def status_svg(bars: Sequence[Bar]) -> str:
+def status_svg(bars: Sequence[Bar], id_prefix: str = "fig-status") -> str:
     fig, ax = _figure(6.0, max(1.6, 0.32 * len(bars) + 0.9))
     if not bars:
         _empty(ax, "no rows")
@@ -182,10 +187,10 @@ def status_svg(bars: Sequence[Bar]) -> str:
         _hbar(ax, bars, colors, lambda b: f"{b.count:,} ({b.share:.1%})")
         ax.set_xlabel("rows")
     ax.set_title("Rows per status", loc="left", fontsize=11)
-    return _to_svg(fig, "status")
+    return _to_svg(fig, id_prefix)
 
 
-def fusion_svg(bars: Sequence[Bar]) -> str:
+def fusion_svg(bars: Sequence[Bar], id_prefix: str = "fig-fusion") -> str:
     fig, ax = _figure(6.0, max(1.6, 0.32 * len(bars) + 0.9))
     if not bars:
         _empty(ax, "no ok rows")
@@ -194,10 +199,10 @@ def fusion_svg(bars: Sequence[Bar]) -> str:
         _hbar(ax, bars, colors, lambda b: f"{b.share:.1%} ({b.count:,})")
         ax.set_xlabel("ok rows")
     ax.set_title("Where the fused caption (VeC) came from", loc="left", fontsize=11)
-    return _to_svg(fig, "fusion")
+    return _to_svg(fig, id_prefix)
 
 
-def lengths_svg(histograms: Mapping[str, LengthHistogram]) -> str:
+def lengths_svg(histograms: Mapping[str, LengthHistogram], id_prefix: str = "fig-lengths") -> str:
     fig, ax = _figure(6.0, 3.0)
     drawn = [(k, h) for k, h in histograms.items() if h.n > 0]
     if not drawn:
@@ -222,10 +227,10 @@ def lengths_svg(histograms: Mapping[str, LengthHistogram]) -> str:
         ax.legend(frameon=False, fontsize=8)
         ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Caption length in words", loc="left", fontsize=11)
-    return _to_svg(fig, "lengths")
+    return _to_svg(fig, id_prefix)
 
 
-def throughput_svg(tp: Throughput) -> str:
+def throughput_svg(tp: Throughput, id_prefix: str = "fig-throughput") -> str:
     fig, ax = _figure(6.0, 3.0)
     if not tp.shards:
         _empty(ax, "no shard timings")
@@ -263,4 +268,4 @@ def throughput_svg(tp: Throughput) -> str:
         ax.legend(frameon=False, fontsize=8, loc="lower right")
         ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Rows/s per shard over time", loc="left", fontsize=11)
-    return _to_svg(fig, "throughput")
+    return _to_svg(fig, id_prefix)
