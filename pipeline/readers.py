@@ -1,0 +1,405 @@
+"""Input readers: from URL tables or img2dataset output to a stream of :class:`schemas.Record`.
+
+Three steps, each usable on its own:
+
+- :func:`plan_shards` expands the inputs (fsspec URLs, globs, directories), counts rows cheaply
+  and cuts them into :class:`InputShard` s of ``shard_size`` rows with a global, stable
+  numbering; column errors surface here, before any pipeline runs;
+- :func:`read_shard` streams one shard's records (uid = ``make_uid(shard_id, row_index)``);
+  malformed rows become ``invalid_row`` records in their place, never a crash or a gap;
+- :class:`ReadInput` is the Beam transform: shards | Reshuffle | FlatMap(read_shard), so workers
+  read shards in parallel. Pass only the shards still to do when resuming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import decimal
+import json
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from pipeline.img2dataset_input import (
+    ImageRow,
+    attach_image,
+    check_img2dataset_scan,
+    image_column,
+    read_img2dataset,
+    read_webdataset,
+    scan_webdataset,
+)
+from pipeline.input_files import (
+    IMAGE_FORMATS,
+    INPUT_FORMATS,
+    expand_inputs,
+    format_from_extension,
+)
+from pipeline.shard_plan import (
+    FilePart,
+    InputShard,
+    PlannedFile,
+    build_shards,
+    first_boundary,
+    plan_from_json,
+    plan_to_json,
+)
+from pipeline.table_formats import (
+    MISSING,
+    READERS,
+    SCANNERS,
+    Boundaries,
+    FileScan,
+    InvalidRow,
+    check_columns,
+)
+from schemas import Record, Status, make_uid
+
+# make_uid gives the row index 7 digits
+MAX_SHARD_SIZE = 9_999_999
+# Footer reads are latency-bound on object stores: scan many parquet files at once.
+_PARQUET_SCAN_THREADS = 16
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """Where the input rows are and which columns to take from them."""
+
+    input: str | tuple[str, ...]  # fsspec URL, path, glob or directory; several allowed
+    # parquet | jsonl | json | csv | tsv | img2dataset | webdataset; None: from each file's
+    # extension (a parquet file with a binary jpg/png/webp column is read as img2dataset output)
+    input_format: str | None = None
+    url_column: str = "url"
+    caption_column: str | None = "caption"  # None: the input has no alt-text
+    extra_columns: tuple[str, ...] = ()  # kept in Record.extra as a JSON object
+    shard_size: int = 10_000
+    # img2dataset inputs: decode every image fully (catches truncated bytes) instead of the header
+    verify_images: bool = False
+
+    def __post_init__(self) -> None:
+        inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
+        if not inputs or not all(isinstance(i, str) and i.strip() for i in inputs):
+            raise ValueError(
+                f"input must be one or more non-empty paths or URLs, got {self.input!r}"
+            )
+        object.__setattr__(self, "input", inputs if len(inputs) > 1 else inputs[0])
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise ValueError(
+                f"input_format must be one of {', '.join(INPUT_FORMATS)} (or None for automatic), "
+                f"got {self.input_format!r}"
+            )
+        if not self.url_column:
+            raise ValueError("url_column must be a column name")
+        if self.caption_column == "":
+            raise ValueError("caption_column must be a column name or None")
+        extras = tuple(self.extra_columns)
+        if not all(isinstance(c, str) and c for c in extras) or len(set(extras)) != len(extras):
+            raise ValueError(f"extra_columns must be distinct column names, got {extras!r}")
+        object.__setattr__(self, "extra_columns", extras)
+        if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
+            raise ValueError(
+                f"shard_size must be between 1 and {MAX_SHARD_SIZE}, got {self.shard_size}"
+            )
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.input,) if isinstance(self.input, str) else self.input  # type: ignore[return-value]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns read from each row, without duplicates: url, caption, extras."""
+        named = [self.url_column, self.caption_column, *self.extra_columns]
+        return tuple(dict.fromkeys(c for c in named if c is not None))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _resolve_format(url: str, config: ReaderConfig) -> str:
+    if config.input_format is not None:
+        return config.input_format
+    fmt = format_from_extension(url)
+    if fmt is None:
+        raise ValueError(
+            f"cannot tell the format of {url!r} from its extension; set the input format "
+            f"({', '.join(INPUT_FORMATS)})"
+        )
+    return fmt
+
+
+def _scan(url: str, file_format: str, boundaries: Boundaries | None) -> FileScan:
+    if file_format == "webdataset":
+        return scan_webdataset(url, boundaries)
+    if file_format == "img2dataset":
+        return SCANNERS["parquet"](url)
+    return SCANNERS[file_format](url, boundaries)
+
+
+def _check_scan(url: str, file_format: str, scan: FileScan, config: ReaderConfig) -> str:
+    """Validate a scanned file's columns; returns the format (auto parquet may be img2dataset)."""
+    if (
+        file_format == "parquet"
+        and config.input_format is None
+        and image_column(scan.columns, scan.binary_columns) is not None
+    ):
+        file_format = "img2dataset"  # image bytes on board: no need to download again
+    if file_format == "img2dataset":
+        check_img2dataset_scan(url, scan)
+    if file_format == "webdataset":
+        return file_format  # columns live in each sample's .json; absent ones read as null
+    if file_format in ("jsonl", "json") and not scan.columns:
+        return file_format  # no JSON object to learn the keys from: every row is invalid anyway
+    check_columns(url, config.columns, scan.columns)
+    return file_format
+
+
+def plan_files(config: ReaderConfig) -> list[PlannedFile]:
+    """Every input file with its format, row count and shard-boundary offsets, in plan order."""
+    urls = expand_inputs(config.inputs, config.input_format)
+    formats = [_resolve_format(u, config) for u in urls]
+    # Parquet counts come from footers and need no boundary offsets: fetch them concurrently.
+    footer_scans: dict[str, FileScan] = {}
+    footer_urls = [u for u, f in zip(urls, formats, strict=True) if f in ("parquet", "img2dataset")]
+    if footer_urls:
+        with ThreadPoolExecutor(min(_PARQUET_SCAN_THREADS, len(footer_urls))) as pool:
+            footer_scans = dict(
+                zip(
+                    footer_urls,
+                    pool.map(lambda u: _scan(u, "parquet", None), footer_urls),
+                    strict=True,
+                )
+            )
+    planned: list[PlannedFile] = []
+    global_pos = 0
+    for url, fmt in zip(urls, formats, strict=True):
+        if url in footer_scans:
+            scan = footer_scans[url]
+        else:
+            boundaries = Boundaries(
+                first_boundary(global_pos, config.shard_size), config.shard_size
+            )
+            scan = _scan(url, fmt, boundaries)
+        fmt = _check_scan(url, fmt, scan, config)
+        planned.append(PlannedFile(url, fmt, scan.rows, scan.offsets))
+        global_pos += scan.rows
+    return planned
+
+
+def plan_shards(config: ReaderConfig) -> list[InputShard]:
+    """The input cut into shards of ``config.shard_size`` rows, numbered from 0 in input order.
+
+    Deterministic: the same files with the same contents give the same shards and uids. Raises
+    ``ValueError`` (naming the columns found) when a file lacks a configured column, and
+    ``FileNotFoundError`` when an input matches nothing.
+    """
+    return build_shards(plan_files(config), config.shard_size)
+
+
+# --------------------------------------------------------------------------- rows -> records
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the extra-column values parquet can hold beyond JSON's types."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in extra")
+
+
+class _RowLayout:
+    """Where url, caption and the extras sit in the value tuples a format reader yields."""
+
+    def __init__(self, config: ReaderConfig) -> None:
+        self.columns = config.columns
+        self.url_name = config.url_column
+        self.url_index = self.columns.index(config.url_column)
+        self.caption_index = (
+            None if config.caption_column is None else self.columns.index(config.caption_column)
+        )
+        self.extras = [(c, self.columns.index(c)) for c in config.extra_columns]
+
+
+def _record(
+    shard_id: int,
+    row_index: int,
+    row: tuple[Any, ...] | InvalidRow,
+    layout: _RowLayout,
+    *,
+    url_required: bool = True,
+) -> Record:
+    """A record from one row's values, or an ``invalid_row`` record saying what is wrong."""
+    uid = make_uid(shard_id, row_index)
+    if isinstance(row, InvalidRow):
+        return Record(uid, shard_id, row_index, status=Status.INVALID_ROW.value, error=row.error)
+    problems: list[str] = []
+    url = row[layout.url_index]
+    if url is MISSING or url is None:
+        if url_required:
+            problems.append(f"no {layout.url_name!r} value")
+        url = None
+    elif not isinstance(url, str):
+        problems.append(f"{layout.url_name!r} is a {type(url).__name__}, not a string")
+        url = None
+    else:
+        url = url.strip()  # stray whitespace around URLs is common in scraped tables
+        if not url:
+            if url_required:
+                problems.append(f"{layout.url_name!r} is empty")
+            url = None
+    caption = None if layout.caption_index is None else row[layout.caption_index]
+    if caption is MISSING or caption is None:
+        caption = None
+    elif not isinstance(caption, str):
+        problems.append(f"caption is a {type(caption).__name__}, not a string")
+        caption = None
+    elif not caption.strip():
+        caption = None  # an empty alt-text is no alt-text: downstream tests one thing, None
+    extra = None
+    if layout.extras:
+        values = {name: (None if row[i] is MISSING else row[i]) for name, i in layout.extras}
+        try:
+            extra = json.dumps(values, ensure_ascii=False, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            problems.append(f"extra columns cannot be stored as JSON: {e}")
+    if problems:
+        return Record(
+            uid, shard_id, row_index, url=url, alt_text=caption, extra=extra,
+            status=Status.INVALID_ROW.value, error="; ".join(problems),
+        )  # fmt: skip
+    return Record(uid, shard_id, row_index, url=url, alt_text=caption, extra=extra)
+
+
+def _part_format(part: FilePart, config: ReaderConfig) -> str:
+    return part.file_format or _resolve_format(part.path, config)
+
+
+def _part_records(
+    shard_id: int, first_index: int, part: FilePart, config: ReaderConfig, layout: _RowLayout
+) -> Iterator[Record]:
+    fmt = _part_format(part, config)
+    index = first_index
+    if fmt in IMAGE_FORMATS:
+        if fmt == "webdataset":
+            rows: Iterator[Any] = read_webdataset(
+                part.path, part.start_row, part.stop_row, layout.columns, part.start_offset,
+                caption_column=config.caption_column,
+            )  # fmt: skip
+        else:
+            rows = read_img2dataset(part.path, part.start_row, part.stop_row, layout.columns)
+        for row in rows:
+            if isinstance(row, ImageRow):
+                base = _record(shard_id, index, row.values, layout, url_required=False)
+                yield attach_image(base, row, verify=config.verify_images)
+            else:
+                yield _record(shard_id, index, row, layout)
+            index += 1
+        return
+    reader = READERS[fmt]
+    for row in reader(part.path, part.start_row, part.stop_row, layout.columns, part.start_offset):
+        yield _record(shard_id, index, row, layout)
+        index += 1
+
+
+def read_shard(shard: InputShard, config: ReaderConfig) -> Iterator[Record]:
+    """The shard's records in input order: exactly ``shard.rows`` of them, uids from the position.
+
+    Malformed rows are ``invalid_row`` records. A file that changed since planning (fewer rows
+    than the plan says) raises ``RuntimeError``: its uids would no longer mean the same rows.
+    """
+    layout = _RowLayout(config)
+    index = 0
+    for part in shard.parts:
+        for record in _part_records(shard.shard_id, index, part, config, layout):
+            yield record
+            index += 1
+    if index != shard.rows:  # the format readers guarantee this; a mismatch is a bug
+        raise RuntimeError(f"shard {shard.shard_id}: read {index} rows, the plan says {shard.rows}")
+
+
+class ReadInput(beam.PTransform):
+    """Pipeline root -> PCollection[Record]: every row of the planned shards.
+
+    ``shards`` defaults to the full plan; a resumed job passes only the unfinished ones. The
+    Reshuffle keeps runners from fusing the whole read into one worker.
+    """
+
+    def __init__(self, config: ReaderConfig, shards: Sequence[InputShard] | None = None) -> None:
+        super().__init__()
+        self._config = config
+        self._shards = None if shards is None else list(shards)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[Record]:
+        shards = plan_shards(self._config) if self._shards is None else self._shards
+        return (
+            pbegin
+            | "InputShards" >> beam.Create(shards)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShard" >> beam.FlatMap(read_shard, self._config)
+        )
+
+
+# --------------------------------------------------------------------------- CLI helpers
+
+
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """The reader's flags, for any command that reads inputs (``vecap run`` and friends)."""
+    group = parser.add_argument_group("input")
+    group.add_argument(
+        "--input", action="append", required=True, metavar="URL",
+        help="input file, glob or directory (fsspec URL); repeat for several",
+    )  # fmt: skip
+    group.add_argument(
+        "--input-format", choices=INPUT_FORMATS, default=None,
+        help="input format (default: from each file's extension; .gz etc. are decompressed)",
+    )  # fmt: skip
+    group.add_argument("--url-column", default="url", help="column holding image URLs")
+    group.add_argument(
+        "--caption-column", default="caption",
+        help="column holding the alt-text; pass an empty string for inputs without one",
+    )  # fmt: skip
+    group.add_argument(
+        "--extra-columns", default="", metavar="COL,COL",
+        help="comma-separated input columns to keep (stored in the 'extra' JSON column)",
+    )  # fmt: skip
+    group.add_argument("--shard-size", type=int, default=10_000, help="rows per input shard")
+    group.add_argument(
+        "--verify-images", action=argparse.BooleanOptionalAction, default=False,
+        help="img2dataset inputs: fully decode every image while reading",
+    )  # fmt: skip
+
+
+def reader_config_from_args(args: argparse.Namespace) -> ReaderConfig:
+    return ReaderConfig(
+        input=tuple(args.input),
+        input_format=args.input_format,
+        url_column=args.url_column,
+        caption_column=args.caption_column or None,
+        extra_columns=tuple(c.strip() for c in args.extra_columns.split(",") if c.strip()),
+        shard_size=args.shard_size,
+        verify_images=args.verify_images,
+    )
+
+
+__all__ = [
+    "FilePart",
+    "InputShard",
+    "ReadInput",
+    "ReaderConfig",
+    "add_reader_arguments",
+    "plan_files",
+    "plan_from_json",
+    "plan_shards",
+    "plan_to_json",
+    "read_shard",
+    "reader_config_from_args",
+]

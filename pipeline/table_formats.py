@@ -1,0 +1,600 @@
+"""Streaming readers for URL tables: parquet, jsonl, json (an array of objects), csv and tsv.
+
+Each format has two functions:
+
+- ``scan_*`` counts a file's rows cheaply (parquet from its footer, text formats in one streaming
+  pass) and, for text formats, remembers the byte offset where each shard boundary row starts,
+  so a shard deep inside a big file is read without re-parsing everything before it;
+- ``read_*`` yields exactly ``stop - start`` rows, each a tuple of the requested columns' values
+  in order, or an :class:`InvalidRow` that says what is wrong with that row. A malformed row
+  still takes its place: rows in == rows out.
+
+Memory is bounded by one parquet batch or one line, never the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.input_files import open_binary
+
+_CHUNK = 4 << 20
+# A single JSON-array element bigger than this is treated as malformed instead of buffered.
+_MAX_JSON_ELEMENT_CHARS = 64 << 20
+PARQUET_BATCH_ROWS = 8192
+
+
+class _Missing:
+    """A key absent from a JSON object (distinct from an explicit null)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    """A row that could not be parsed; it still occupies its position in the shard."""
+
+    error: str
+
+
+def _snippet(text: str | bytes, limit: int = 120) -> str:
+    """The start of an offending row, for the error message (enough to find it, not all of it)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = text.rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+Row = tuple[Any, ...] | InvalidRow
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What planning needs to know about one input file."""
+
+    rows: int
+    columns: tuple[str, ...]
+    # local row index -> byte offset (in the decompressed stream) where that row starts
+    offsets: dict[int, int] = field(default_factory=dict)
+    binary_columns: tuple[str, ...] = ()  # parquet: columns holding bytes (img2dataset images)
+
+
+class Boundaries:
+    """The local row indices whose start offsets the planner wants: first, first+every, ..."""
+
+    def __init__(self, first: int, every: int | None) -> None:
+        self.every = every
+        self.next = first if every else -1
+
+    @property
+    def wanted(self) -> bool:
+        return self.next >= 0
+
+    def advance(self) -> None:
+        assert self.every is not None
+        self.next += self.every
+
+
+def _no_boundaries() -> Boundaries:
+    return Boundaries(0, None)
+
+
+def _file_changed(url: str, planned: int, found: int) -> RuntimeError:
+    return RuntimeError(
+        f"input file {url} has {found} rows but the shard plan expected at least {planned}: "
+        "it changed after planning; plan the input again (a new output directory)"
+    )
+
+
+def _missing_columns_error(url: str, missing: Sequence[str], found: Sequence[str]) -> ValueError:
+    return ValueError(
+        f"{url}: column(s) {', '.join(map(repr, missing))} not found; "
+        f"columns found: {', '.join(map(repr, found)) or '(none)'}"
+    )
+
+
+def check_columns(url: str, wanted: Sequence[str], found: Sequence[str]) -> None:
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise _missing_columns_error(url, missing, found)
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+def scan_parquet(url: str, boundaries: Boundaries | None = None) -> FileScan:
+    """Row count and column names from the parquet footer; nothing else is read."""
+    with open_binary(url, buffered=False) as f:
+        pf = pq.ParquetFile(f)
+        schema = pf.schema_arrow
+        binary = tuple(
+            n
+            for n in schema.names
+            if pa.types.is_binary(schema.field(n).type)
+            or pa.types.is_large_binary(schema.field(n).type)
+        )
+        return FileScan(
+            rows=pf.metadata.num_rows, columns=tuple(schema.names), binary_columns=binary
+        )
+
+
+def parquet_row_groups(pf: pq.ParquetFile, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups that hold rows [start, stop) and how many rows of the first to skip."""
+    groups: list[int] = []
+    skip = 0
+    pos = 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if pos + n > start and pos < stop and n > 0:
+            if not groups:
+                skip = start - pos
+            groups.append(i)
+        pos += n
+    return groups, skip
+
+
+def iter_parquet_batches(
+    url: str, start: int, stop: int, columns: Sequence[str], batch_rows: int = PARQUET_BATCH_ROWS
+) -> Iterator[dict[str, list[Any]]]:
+    """Columns (as python lists) of rows [start, stop), batch by batch, reading only their row groups."""
+    with open_binary(url, buffered=False) as f:
+        pf = pq.ParquetFile(f)
+        check_columns(url, columns, pf.schema_arrow.names)
+        groups, skip = parquet_row_groups(pf, start, stop)
+        remaining = stop - start
+        if remaining and groups:
+            batches = pf.iter_batches(
+                batch_size=batch_rows, row_groups=groups, columns=list(columns), use_threads=False
+            )
+            for batch in batches:
+                if skip:
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    batch = batch.slice(skip)
+                    skip = 0
+                if batch.num_rows > remaining:
+                    batch = batch.slice(0, remaining)
+                remaining -= batch.num_rows
+                yield {name: batch.column(i).to_pylist() for i, name in enumerate(columns)}
+                if remaining == 0:
+                    break
+        if remaining:
+            raise _file_changed(url, stop, stop - remaining)
+
+
+def read_parquet(
+    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+) -> Iterator[Row]:
+    del start_offset  # parquet seeks by row group instead
+    for batch in iter_parquet_batches(url, start, stop, columns):
+        yield from zip(*(batch[c] for c in columns), strict=True)
+
+
+# --------------------------------------------------------------------------- line-based text
+
+
+class _TrackedLines:
+    """Decoded lines for ``csv.reader``, remembering the byte offset reached and bad UTF-8.
+
+    ``csv.reader`` pulls exactly the lines one record needs, so after each record ``offset`` is
+    where the next record starts.
+    """
+
+    __slots__ = ("_f", "offset", "bad_utf8")
+
+    def __init__(self, f: IO[bytes], offset: int = 0) -> None:
+        self._f = f
+        self.offset = offset
+        self.bad_utf8 = False
+
+    def __iter__(self) -> _TrackedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._f.readline()
+        if not line:
+            raise StopIteration
+        self.offset += len(line)
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad_utf8 = True
+            return line.decode("utf-8", "replace")
+
+    def seek(self, offset: int) -> None:
+        self._f.seek(offset)
+        self.offset = offset
+
+
+def _count_lines(f: IO[bytes], base: int, boundaries: Boundaries) -> tuple[int, dict[int, int]]:
+    """Count lines from the current position (byte ``base``), in big chunks.
+
+    A final line without a newline counts; the newline at the end of the file does not start a
+    new row. Offsets are recorded for the boundary rows that exist.
+    """
+    offsets: dict[int, int] = {}
+    newlines = 0  # newlines seen before the current chunk
+    pos = base
+    last = b"\n"
+    if boundaries.wanted and boundaries.next == 0:
+        offsets[0] = base
+        boundaries.advance()
+    while chunk := f.read(_CHUNK):
+        n = chunk.count(b"\n")
+        cursor, seen = -1, 0  # position of the `seen`-th newline of this chunk found so far
+        # newline k (counting from 0 over the file) ends row k; row k+1 starts right after it
+        while boundaries.wanted and boundaries.next - 1 < newlines + n:
+            target = boundaries.next - 1 - newlines
+            while seen <= target:
+                cursor = chunk.index(b"\n", cursor + 1)
+                seen += 1
+            offsets[boundaries.next] = pos + cursor + 1
+            boundaries.advance()
+        newlines += n
+        pos += len(chunk)
+        last = chunk[-1:]
+    rows = newlines + (1 if pos > base and last != b"\n" else 0)
+    return rows, {r: o for r, o in offsets.items() if r < rows}
+
+
+def _skip_lines(f: IO[bytes], count: int) -> int:
+    skipped = 0
+    while skipped < count and f.readline():
+        skipped += 1
+    return skipped
+
+
+def _values_from_object(obj: Any, columns: Sequence[str]) -> Row:
+    if not isinstance(obj, dict):
+        return InvalidRow(f"row is a JSON {type(obj).__name__}, not an object")
+    return tuple(obj.get(c, MISSING) for c in columns)
+
+
+# jsonl ---------------------------------------------------------------------------
+
+
+def _jsonl_row(line: bytes, columns: Sequence[str]) -> Row:
+    if not line.strip():
+        return InvalidRow("empty line")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        return InvalidRow(f"line is not valid JSON ({e}): {_snippet(line)}")
+    return _values_from_object(obj, columns)
+
+
+def scan_jsonl(url: str, boundaries: Boundaries | None = None) -> FileScan:
+    boundaries = boundaries or _no_boundaries()
+    with open_binary(url) as f:
+        columns: tuple[str, ...] = ()
+        # The columns are those of the first line that is a JSON object.
+        while line := f.readline():
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(obj, dict):
+                columns = tuple(obj)
+                break
+        f.seek(0)
+        rows, offsets = _count_lines(f, 0, boundaries)
+    return FileScan(rows=rows, columns=columns, offsets=offsets)
+
+
+def read_jsonl(
+    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+) -> Iterator[Row]:
+    with open_binary(url) as f:
+        if start_offset is not None:
+            f.seek(start_offset)
+        elif (skipped := _skip_lines(f, start)) < start:
+            raise _file_changed(url, stop, skipped)
+        for i in range(start, stop):
+            line = f.readline()
+            if not line:
+                raise _file_changed(url, stop, i)
+            yield _jsonl_row(line, columns)
+
+
+# tsv -----------------------------------------------------------------------------
+# TSV is read as IANA text/tab-separated-values: one row per line, fields split on tabs, no
+# quoting. Web alt-texts are full of quote characters (CC3M's TSV is), and CSV-style quoting
+# would silently glue lines together.
+
+
+def _tsv_header(url: str, f: IO[bytes]) -> list[str]:
+    header = f.readline()
+    if not header:
+        return []
+    try:
+        text = header.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{url}: header line is not valid UTF-8: {e}") from e
+    return text.rstrip("\r\n").split("\t")
+
+
+def scan_tsv(url: str, boundaries: Boundaries | None = None) -> FileScan:
+    boundaries = boundaries or _no_boundaries()
+    with open_binary(url) as f:
+        header = _tsv_header(url, f)
+        rows, offsets = _count_lines(f, f.tell(), boundaries)
+    return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
+
+
+def _tsv_row(line: bytes, width: int, indices: Sequence[int]) -> Row:
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        return InvalidRow(f"line is not valid UTF-8: {e}")
+    if not text.strip():
+        return InvalidRow("empty line")
+    fields = text.split("\t")
+    if len(fields) != width:
+        return InvalidRow(
+            f"line has {len(fields)} tab-separated fields, the header has {width}: {_snippet(text)}"
+        )
+    return tuple(fields[i] for i in indices)
+
+
+def read_tsv(
+    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+) -> Iterator[Row]:
+    with open_binary(url) as f:
+        header = _tsv_header(url, f)
+        check_columns(url, columns, header)
+        indices = [header.index(c) for c in columns]
+        if start_offset is not None:
+            f.seek(start_offset)
+        elif (skipped := _skip_lines(f, start)) < start:
+            raise _file_changed(url, stop, skipped)
+        for i in range(start, stop):
+            line = f.readline()
+            if not line:
+                raise _file_changed(url, stop, i)
+            yield _tsv_row(line, len(header), indices)
+
+
+# csv -----------------------------------------------------------------------------
+
+
+def _csv_header(url: str, reader: Any, lines: _TrackedLines) -> list[str]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    except csv.Error as e:
+        raise ValueError(f"{url}: cannot parse the CSV header: {e}") from e
+    if lines.bad_utf8:
+        raise ValueError(f"{url}: the CSV header is not valid UTF-8")
+    if header:
+        header[0] = header[0].lstrip("\ufeff")
+    return header
+
+
+def _next_csv_record(reader: Any) -> list[str] | str | None:
+    """The next record, an error text for an unparseable one, or None at the end."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as e:
+        return f"cannot parse CSV record: {e}"
+
+
+def scan_csv(url: str, boundaries: Boundaries | None = None) -> FileScan:
+    """Counts CSV records (not lines: a quoted field may hold newlines) in one streaming pass."""
+    boundaries = boundaries or _no_boundaries()
+    offsets: dict[int, int] = {}
+    rows = 0
+    with open_binary(url) as f:
+        lines = _TrackedLines(f)
+        reader = csv.reader(lines)
+        header = _csv_header(url, reader, lines)
+        row_start = lines.offset
+        while _next_csv_record(reader) is not None:
+            if rows == boundaries.next:
+                offsets[rows] = row_start
+                boundaries.advance()
+            rows += 1
+            row_start = lines.offset
+    return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
+
+
+def read_csv(
+    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+) -> Iterator[Row]:
+    with open_binary(url) as f:
+        lines = _TrackedLines(f)
+        reader = csv.reader(lines)
+        header = _csv_header(url, reader, lines)
+        check_columns(url, columns, header)
+        indices = [header.index(c) for c in columns]
+        width = len(header)
+        if start_offset is not None:
+            # csv.reader keeps no state between records, so moving the stream under it is safe
+            lines.seek(start_offset)
+        else:
+            for i in range(start):
+                if _next_csv_record(reader) is None:
+                    raise _file_changed(url, stop, i)
+        for i in range(start, stop):
+            lines.bad_utf8 = False
+            record = _next_csv_record(reader)
+            if record is None:
+                raise _file_changed(url, stop, i)
+            if isinstance(record, str):
+                yield InvalidRow(record)
+            elif lines.bad_utf8:
+                yield InvalidRow("record is not valid UTF-8")
+            elif not record:
+                yield InvalidRow("empty line")
+            elif len(record) != width:
+                yield InvalidRow(
+                    f"record has {len(record)} fields, the header has {width}: "
+                    + _snippet(",".join(record))
+                )
+            else:
+                yield tuple(record[j] for j in indices)
+
+
+# json (one array of objects) --------------------------------------------------------
+
+
+def iter_json_array(url: str, f: IO[bytes]) -> Iterator[Any]:
+    """The elements of a top-level JSON array, decoded one at a time from a streamed text buffer.
+
+    A document that is not an array, or that breaks off or is malformed, raises ValueError:
+    unlike a jsonl line, a broken array element leaves no way to find where the next one starts.
+    """
+    import codecs
+
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8-sig")()
+    buf = ""
+    pos = 0
+    eof = False
+    consumed = 0  # characters dropped from the front of buf, for error positions
+
+    def fill() -> bool:
+        nonlocal buf, pos, eof, consumed
+        if eof:
+            return False
+        chunk = f.read(_CHUNK)
+        try:
+            text = utf8.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{url}: not valid UTF-8: {e}") from e
+        if not chunk:
+            eof = True
+        consumed += pos
+        buf = buf[pos:] + text
+        pos = 0
+        return bool(text) or not eof
+
+    def skip_ws() -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf):
+                return buf[pos]
+            if not fill():
+                return ""
+
+    def malformed(what: str) -> ValueError:
+        return ValueError(
+            f"{url}: not a JSON array of objects: {what} at character {consumed + pos}"
+        )
+
+    if skip_ws() != "[":
+        raise malformed("expected '['")
+    pos += 1
+    if skip_ws() == "]":
+        pos += 1
+    else:
+        while True:
+            skip_ws()
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    if len(buf) - pos > _MAX_JSON_ELEMENT_CHARS or not fill():
+                        raise malformed(f"bad element ({e.msg})") from e
+                    continue
+                # a number at the very end of the buffer may continue in the next chunk
+                if end == len(buf) and not eof and fill():
+                    continue
+                break
+            pos = end
+            yield obj
+            sep = skip_ws()
+            if sep == ",":
+                pos += 1
+            elif sep == "]":
+                pos += 1
+                break
+            else:
+                raise malformed(
+                    f"expected ',' or ']' but found {sep!r}" if sep else "unexpected end"
+                )
+    if skip_ws() != "":
+        raise malformed("content after the closing ']'")
+
+
+def scan_json(url: str, boundaries: Boundaries | None = None) -> FileScan:
+    del boundaries  # elements are skipped by parsing; a JSON array has no cheap row offsets
+    rows = 0
+    columns: tuple[str, ...] | None = None
+    with open_binary(url) as f:
+        for obj in iter_json_array(url, f):
+            if columns is None and isinstance(obj, dict):
+                columns = tuple(obj)
+            rows += 1
+    return FileScan(rows=rows, columns=columns or ())
+
+
+def read_json(
+    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+) -> Iterator[Row]:
+    del start_offset
+    i = 0
+    with open_binary(url) as f:
+        for obj in iter_json_array(url, f):
+            if i >= stop:
+                return
+            if i >= start:
+                yield _values_from_object(obj, columns)
+            i += 1
+    if i < stop:
+        raise _file_changed(url, stop, i)
+
+
+SCANNERS = {
+    "parquet": scan_parquet,
+    "jsonl": scan_jsonl,
+    "json": scan_json,
+    "csv": scan_csv,
+    "tsv": scan_tsv,
+}
+READERS = {
+    "parquet": read_parquet,
+    "jsonl": read_jsonl,
+    "json": read_json,
+    "csv": read_csv,
+    "tsv": read_tsv,
+}
+
+__all__ = [
+    "MISSING",
+    "READERS",
+    "SCANNERS",
+    "Boundaries",
+    "FileScan",
+    "InvalidRow",
+    "Row",
+    "check_columns",
+    "iter_json_array",
+    "iter_parquet_batches",
+]
