@@ -1,0 +1,158 @@
+"""The captioner's Beam ``ModelHandler``: (uid, Record) in, captioned (or failed) Record out."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from apache_beam.ml.inference.base import ModelHandler
+
+from llava_recap.cleaning import clean_caption
+from llava_recap.config import CaptionConfig
+from pipeline.generation import GenerationConfig, Generator, load_generator, render_chat
+from schemas import Record, Status
+
+log = logging.getLogger(__name__)
+
+KeyedRecord = tuple[str, Record]
+GeneratorFactory = Callable[[GenerationConfig, bool], Generator]
+
+
+class Captioner:
+    """A loaded generator plus its rendered prompt: what one worker keeps between batches.
+
+    Beam's shared-model proxy forwards method calls only, so everything the handler needs from
+    the model goes through :meth:`caption`.
+    """
+
+    def __init__(self, generator: Generator, config: CaptionConfig) -> None:
+        self.generator = generator
+        self.prompt = render_chat(
+            generator.processor,
+            config.prompt,
+            image=True,
+            system=config.system,
+            fallback_template=config.fallback,
+        )
+
+    def caption(self, images: list[Any]) -> list[str]:
+        """Raw completions, one per image, in order."""
+        return self.generator.generate([self.prompt] * len(images), images)
+
+
+def decode_image(data: bytes | None):  # -> PIL.Image.Image
+    """RGB image from the record's re-encoded bytes; raises ValueError with the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError("no image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
+    """Keyed by uid; images are decoded here, on the worker, from ``Record.jpg``.
+
+    Row-level problems (bytes that do not decode, an empty caption) become ``caption_failed``
+    rows; an exception from the model fails the batch, which is retried row by row when
+    ``isolate_failed_batches`` is set, and otherwise reaches RunInference's dead letters.
+    """
+
+    def __init__(
+        self, config: CaptionConfig, generator_factory: GeneratorFactory = load_generator
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._factory = generator_factory
+
+    def load_model(self) -> Captioner:
+        return Captioner(self._factory(self._config.generation, True), self._config)
+
+    def run_inference(
+        self,
+        batch: Sequence[KeyedRecord],
+        model: Captioner,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[Record]:
+        cfg = self._config
+        out: list[Record | None] = [None] * len(batch)
+        todo: list[tuple[int, Any]] = []
+        for i, (uid, record) in enumerate(batch):
+            if uid != record.uid:
+                raise ValueError(f"key {uid!r} does not match record uid {record.uid!r}")
+            try:
+                todo.append((i, decode_image(record.jpg)))
+            except ValueError as exc:
+                out[i] = record.replace(status=Status.CAPTION_FAILED.value, error=str(exc))
+        raws = self._generate(model, [image for _, image in todo])
+        for (i, _), raw in zip(todo, raws, strict=True):
+            record = batch[i][1]
+            if isinstance(raw, BaseException):
+                out[i] = record.replace(
+                    status=Status.CAPTION_FAILED.value, error=f"generation failed: {_describe(raw)}"
+                )
+                continue
+            caption = clean_caption(raw, cfg.prompt)
+            if not caption:
+                out[i] = record.replace(
+                    status=Status.CAPTION_FAILED.value,
+                    error=f"empty caption after cleaning (raw output {raw[:200]!r})",
+                )
+                continue
+            out[i] = record.replace(
+                visual_caption=caption,
+                caption_model=cfg.recorded_model,
+                caption_prompt_id=cfg.prompt_id,
+            )
+        return [r for r in out if r is not None]
+
+    def _generate(self, model: Captioner, images: list[Any]) -> list[str | BaseException]:
+        if not images:
+            return []
+        try:
+            raws = model.caption(images)
+        except Exception as exc:
+            if not self._config.isolate_failed_batches:
+                raise  # RunInference's dead letters turn the batch into caption_failed rows
+            if len(images) == 1:
+                return [exc]
+            log.warning(
+                "caption batch of %d failed (%s); retrying rows one by one",
+                len(images),
+                _describe(exc),
+            )
+            return [self._generate_one(model, image) for image in images]
+        if len(raws) != len(images):
+            raise RuntimeError(f"generator returned {len(raws)} captions for {len(images)} images")
+        return list(raws)
+
+    def _generate_one(self, model: Captioner, image: Any) -> str | BaseException:
+        try:
+            return model.caption([image])[0]
+        except Exception as exc:
+            return exc
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return self._config.generation.batch_elements_kwargs()
+
+    def share_model_across_processes(self) -> bool:
+        return self._config.share_model_across_processes
+
+    def get_num_bytes(self, batch: Sequence[KeyedRecord]) -> int:
+        return sum(len(record.jpg or b"") for _, record in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "vecap_caption"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["CaptionModelHandler", "Captioner", "decode_image"]
