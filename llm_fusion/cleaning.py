@@ -64,7 +64,47 @@ _QUOTE_PAIRS = {
 _TERMINAL = ".!?\u3002\uff01\uff1f"
 # Abbreviations after which a period does not end a sentence.
 _ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "jr", "sr", "co", "inc", "ltd", "vs", "etc", "e.g", "i.e", "u.s", "u.k", "no", "vol", "fig", "approx", "ca", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "ave", "blvd", "rd"]
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "mt",
+        "ft",
+        "jr",
+        "sr",
+        "co",
+        "inc",
+        "ltd",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "u.s",
+        "u.k",
+        "no",
+        "vol",
+        "fig",
+        "approx",
+        "ca",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "ave",
+        "blvd",
+        "rd",
+    ]
 )
 _REFUSAL = re.compile(
     r"^(?:i'?m sorry|i am sorry|sorry[,.!]|i apologi[sz]e|as an ai\b|as a language model|"
@@ -193,9 +233,8 @@ def _is_wordlike(token: str) -> bool:
     if len(core) > 25:
         return False
     # Latin-script words need a vowel ("xkcdq" is noise); other scripts pass.
-    if core.isascii() and len(core) > 3 and not re.search(r"[aeiouy]", core, re.IGNORECASE):
-        return False
-    return True
+    has_vowel = re.search(r"[aeiouy]", core, re.IGNORECASE) is not None
+    return has_vowel or not core.isascii() or len(core) <= 3
 
 
 def _normalize_words(text: str) -> list[str]:
