@@ -14,7 +14,7 @@ routes below, so every failure a crawler meets on the web can be met on loopback
 ``_fault/corrupt``                       JPEG magic + garbage, labelled image/jpeg
 ``_fault/garbage``                       random bytes labelled image/jpeg
 ``_fault/html``                          an HTML page with 200
-``_fault/bomb``                          a 10000x10000 PNG that is ~12 KB on the wire
+``_fault/bomb``                          an 8000x8000 PNG, a few KB on the wire
 ``_fault/redirect/<file>[?code=]``       a redirect to ``/<file>``
 ``_fault/redirect-to?url=U``             a redirect to any URL (e.g. a private address)
 ``_fault/chain/<n>/<file>``              n redirects, then the file
@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,7 +45,7 @@ SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SAMPLE_TABLE = SAMPLE_DIR / "sample.csv"
 
 
-def make_png_bomb(width: int = 10_000, height: int = 10_000) -> bytes:
+def make_png_bomb(width: int = 8_000, height: int = 8_000) -> bytes:
     """A real decompression bomb: a 1-bit PNG of ``width x height`` zeros, tiny once deflated."""
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
     comp = zlib.compressobj(9)
@@ -104,6 +104,8 @@ class SampleServer:
         self._lock = threading.Lock()
         self._flaky: Counter[str] = Counter()
         self._hits: Counter[str] = Counter()
+        self._headers: deque[tuple[str, dict[str, str]]] = deque(maxlen=1000)
+        self._connections = 0
         self._bomb: bytes | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -162,10 +164,27 @@ class SampleServer:
         with self._lock:
             return sum(self._hits.values())
 
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (shows whether clients reuse connections)."""
+        with self._lock:
+            return self._connections
+
+    def request_headers(self, path: str) -> list[dict[str, str]]:
+        """Headers of the recent requests to ``path`` (last 1000 requests are kept)."""
+        want = "/" + path.lstrip("/")
+        with self._lock:
+            return [h for p, h in self._headers if p == want]
+
     # internals used by the handler
-    def _count(self, path: str) -> None:
+    def _count(self, path: str, headers: dict[str, str]) -> None:
         with self._lock:
             self._hits[path] += 1
+            self._headers.append((path, headers))
+
+    def _connected(self) -> None:
+        with self._lock:
+            self._connections += 1
 
     def _flaky_count(self, key: str) -> int:
         with self._lock:
@@ -187,6 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
         pass  # quiet: tests and the demo print their own summaries
 
+    def setup(self) -> None:
+        super().setup()
+        self.sample._connected()
+
     def do_HEAD(self) -> None:
         self.do_GET()
 
@@ -194,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         query = parse_qs(parts.query)
-        self.sample._count(path)
+        self.sample._count(path, {k.lower(): v for k, v in self.headers.items()})
         if path.startswith("/_fault/"):
             self._fault(path[len("/_fault/") :], query)
         else:
