@@ -191,6 +191,9 @@ def _header(c: ReportContent) -> str:
         ("ok rows", f"{ok.count:,} ({ok.share:.1%})" if ok else "0"),
         ("ethics-flagged", f"{c.ethics_flagged:,}"),
     ]
+    run_status = (c.manifest or {}).get("status")
+    if isinstance(run_status, str):
+        cards.insert(0, ("run status (manifest)", run_status))
     if c.throughput and c.throughput.wall_seconds > 0:
         cards.append(("rows/s (whole run)", f"{c.throughput.rows_per_s:,.1f}"))
         cards.append(("wall time", _duration(c.throughput.wall_seconds)))
@@ -427,15 +430,21 @@ def _manifest(manifest: Mapping[str, Any] | None, error: str | None) -> str:
 
 
 def _leaves(obj: Any, match, path: str = "", inside: bool = False) -> list[tuple[str, Any]]:
-    """(dotted path, value) of the scalar or scalar-list values under keys that ``match``."""
+    """(dotted path, value) of the scalar (or scalar-list) values whose key ``match``es.
+
+    A flat mapping under a matching key counts whole (``prompts: {id: text}``,
+    ``versions: {pkg: version}``); a nested one does not, so ``models: {caption: {...}}`` lends
+    its name to ``models.caption.model`` but not to ``models.caption.backend``.
+    """
     found: list[tuple[str, Any]] = []
     if isinstance(obj, Mapping):
+        flat = all(_is_scalar(v) for v in obj.values())
         for k, v in obj.items():
             sub = f"{path}.{k}" if path else str(k)
-            found += _leaves(v, match, sub, inside or match(str(k)))
+            found += _leaves(v, match, sub, match(str(k)) or (inside and flat))
     elif isinstance(obj, list) and not all(_is_scalar(x) for x in obj):
         for i, v in enumerate(obj):
-            found += _leaves(v, match, f"{path}[{i}]", inside)
+            found += _leaves(v, match, f"{path}[{i}]", False)
     elif inside:
         found.append((path, obj))
     return found

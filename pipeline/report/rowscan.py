@@ -78,8 +78,11 @@ class RowScan:
 
 
 def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Words (runs of non-whitespace) per non-null value, as int64."""
-    counts = pc.count_substring_regex(pc.drop_null(column), r"\S+")
+    """Words per non-null value (as ``str.split()`` counts them, Unicode spaces included)."""
+    trimmed = pc.utf8_trim_whitespace(pc.drop_null(column))
+    pieces = pc.list_value_length(pc.utf8_split_whitespace(trimmed))
+    # Splitting an empty string gives one empty piece: that is zero words.
+    counts = pc.if_else(pc.equal(pc.binary_length(trimmed), 0), 0, pieces)
     return np.asarray(counts.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 

@@ -122,7 +122,14 @@ def _sentence(rnd: random.Random, lo: int, hi: int) -> str:
     return " ".join(rnd.choice(_WORDS) for _ in range(rnd.randint(lo, hi)))
 
 
-def _row(shard_id: int, i: int, rnd: random.Random, ok_share: float, image: bytes | None) -> dict:
+def _row(
+    shard_id: int,
+    i: int,
+    rnd: random.Random,
+    ok_share: float,
+    image: bytes | None,
+    size: tuple[int, int] = (96, 72),
+) -> dict:
     row = dict.fromkeys(RECORD_SCHEMA.names)
     row.update(
         uid=make_uid(shard_id, i),
@@ -137,16 +144,16 @@ def _row(shard_id: int, i: int, rnd: random.Random, ok_share: float, image: byte
         row.update(status=status, error=error)
         return row
     source = rnd.choices(["llm", "visual", "alt"], [8, 1, 1])[0]
-    jpg = image if image is not None else make_jpeg(shard_id * 1_000_003 + i)
+    jpg = image if image is not None else make_jpeg(shard_id * 1_000_003 + i, size)
     vc = _sentence(rnd, 8, 30)
     row.update(
         status=Status.OK.value,
         jpg=jpg,
         image_format="jpeg",
-        width=96,
-        height=72,
-        original_width=960,
-        original_height=720,
+        width=size[0],
+        height=size[1],
+        original_width=size[0] * 10,
+        original_height=size[1] * 10,
         sha256=f"{shard_id:032x}{i:032x}",
         http_status=200,
         download_attempts=1,
@@ -176,6 +183,7 @@ def write_synthetic_output(
     ok_share: float = 0.7,
     hostile_alt_text: bool = True,
     shared_image: bool = False,
+    image_size: tuple[int, int] = (96, 72),
     row_group_size: int | None = None,
     start_time: float = 1_790_000_000.0,
 ) -> SyntheticOutput:
@@ -188,11 +196,11 @@ def write_synthetic_output(
     shard_dir = root / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     rnd = random.Random(seed)
-    image = make_jpeg(seed) if shared_image else None
+    image = make_jpeg(seed, image_size) if shared_image else None
     total = Counter()
     t = start_time
     for shard_id in range(shards + in_progress):
-        rows = [_row(shard_id, i, rnd, ok_share, image) for i in range(rows_per_shard)]
+        rows = [_row(shard_id, i, rnd, ok_share, image, image_size) for i in range(rows_per_shard)]
         if hostile_alt_text and shard_id == 0 and rows:
             rows[0]["alt_text"] = HOSTILE_ALT_TEXT
             rows[0].update(

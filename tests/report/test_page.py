@@ -92,13 +92,17 @@ def test_manifest_rendering_is_generic_and_highlights_models_and_prompts() -> No
     manifest = {
         "stages": [{"name": "caption", "model": "llava-hf/llava-1.5-7b-hf"}, {"name": "fuse"}],
         "prompts": {"vc": "Describe <this> image.\nBriefly."},
+        "models": {"fusion": {"model": "tiny-llama", "backend": "vllm", "prompt_text": "Fuse."}},
         "timing": {"started_at": 1_790_000_000, "seconds": 12.5},
         "flags": [True, None, 3],
         "empty": {},
     }
     html = _manifest(manifest, None)
     models = html[html.index("<h3>Models</h3>") : html.index("<h3>Prompts</h3>")]
+    prompts = html[html.index("<h3>Prompts</h3>") :]
     assert "stages[0].model" in models and "llava-hf/llava-1.5-7b-hf" in models
+    assert "models.fusion.model" in models and "models.fusion.backend" not in models
+    assert "models.fusion.prompt_text" in prompts and "prompts.vc" in prompts
     assert "<pre>Describe &lt;this&gt; image.\nBriefly.</pre>" in html
     assert "2026-09-21 14:13:20 UTC" in html
     assert "<code>true</code>, <code>null</code>, <code>3</code>" in html

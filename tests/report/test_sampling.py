@@ -189,3 +189,15 @@ def test_scan_output_states(tmp_path: Path) -> None:
     assert any("part-00007" in p and "unreadable stats" in p for p in out.problems)
     assert any("part-00009" in p and "without its parquet" in p for p in out.problems)
     assert out.manifest is None and "not a JSON object" in out.manifest_error
+
+
+def test_word_counts_match_python_split() -> None:
+    from pipeline.report.rowscan import word_counts
+
+    values = ["  a b  c ", "", "   ", "héllo\u00a0wörld\tx\ny", "one", None, "中文 字"]
+    expected = [len(v.split()) for v in values if v is not None]
+    assert word_counts(pa.array(values)).tolist() == expected
+    assert (
+        word_counts(pa.chunked_array([pa.array(values[:3]), pa.array(values[3:])])).tolist()
+        == expected
+    )
