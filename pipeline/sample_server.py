@@ -375,7 +375,8 @@ def sample_input_table(base_url: str, dest_path: str | os.PathLike[str]) -> Path
         writer = csv.DictWriter(out, fieldnames=["url", "caption"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({"url": urljoin(base, quote(row["url"])), "caption": row["caption"]})
+            url = urljoin(base, quote(row["url"], safe="/?=&:+%"))  # keep fault-route queries
+            writer.writerow({"url": url, "caption": row["caption"]})
     return dest
 
 
