@@ -36,7 +36,12 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that run a Beam pipeline (set_defaults(accepts_beam_args=True)) receive the
+    # arguments they do not define as Beam pipeline options; every other command refuses them.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -1,0 +1,337 @@
+"""The nested pipeline config: one frozen dataclass per stage, built from defaults <- file <- flags.
+
+A config file (YAML or TOML) mirrors the dataclasses::
+
+    input: data/urls.parquet          # or `from: OUT1` to continue an earlier output
+    output: out/
+    stages: [download, caption, fuse] # any in-order subset of download, caption, ethics, fuse
+    beam_args: ["--runner=DataflowRunner", "--project=my-project"]
+    reader:   {url_column: url, caption_column: caption, shard_size: 1000}
+    download: {threads: 64, image_size: 336}
+    caption:  {prompt_id: ..., generation: {model: llava-hf/llava-1.5-7b-hf, batch_size: 16}}
+    fusion:   {fallback: visual, generation: {model: lmsys/vicuna-7b-v1.5}}
+    ethics:   {policy: exclude, blocklist: [...]}   # generation defaults to the fusion model
+    writer:   {rows_per_row_group: 256}
+
+Command-line flags are turned into the same nested dict and merged on top (flags win); unknown
+keys are errors that name the known ones. Library code only ever sees the frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.download import DownloadConfig
+from pipeline.readers import ReaderConfig
+from pipeline.writer import WriterConfig
+
+STAGES: tuple[str, ...] = ("download", "caption", "ethics", "fuse")
+DEFAULT_STAGES: tuple[str, ...] = ("download", "caption", "fuse")
+# Which record fields a stage needs from an earlier stage (this run or the --from output).
+STAGE_NEEDS: dict[str, str] = {"caption": "download", "ethics": "caption", "fuse": "caption"}
+
+DEFAULT_CAPTION_MODEL = "llava-hf/llava-1.5-7b-hf"
+DEFAULT_FUSION_MODEL = "lmsys/vicuna-7b-v1.5"
+# A shard is the unit of work, commit and resume; its rows (with ~30 KB images each) sit in one
+# worker's memory until it is written, so keep it modest: 1,000 rows is ~30 MB of images.
+DEFAULT_SHARD_SIZE = 1_000
+
+
+class ConfigError(ValueError):
+    """A config file or flag combination that cannot work; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What this run does, as opposed to how each stage works."""
+
+    output: str
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    source: str | None = None  # an earlier vecap output to continue (`--from`)
+    overwrite: bool = False  # redo every shard instead of skipping finished ones
+    progress: bool = True
+    beam_args: tuple[str, ...] = ()  # passed to Beam's PipelineOptions unchanged
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise ConfigError("output is required (a directory or fsspec URL)")
+        stages = tuple(self.stages)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        if len(set(stages)) != len(stages):
+            raise ConfigError(f"a stage is listed twice in {list(stages)}")
+        object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
+        object.__setattr__(self, "beam_args", tuple(self.beam_args))
+        if self.source is not None and _same_path(self.source, self.output):
+            raise ConfigError(
+                "--from and --output are the same directory: write the new stages to a new output "
+                "(the earlier output stays intact, so a failed run can be redone)"
+            )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    run: RunConfig
+    reader: ReaderConfig | None  # None when continuing an earlier output (run.source)
+    download: DownloadConfig
+    caption: Any | None  # llava_recap.config.CaptionConfig when the caption stage runs
+    ethics: Any | None  # llm_fusion.config.EthicsConfig when the ethics stage runs
+    fusion: Any | None  # llm_fusion.config.FusionConfig when the fuse stage runs
+    writer: WriterConfig = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if (self.reader is None) == (self.run.source is None):
+            raise ConfigError(
+                "give exactly one of an input (--input) or an earlier output (--from)"
+            )
+        if self.writer is None:
+            object.__setattr__(self, "writer", WriterConfig(output=self.run.output))
+        if self.writer.output != self.run.output:
+            raise ConfigError("writer.output must equal output")
+        for stage, cfg in (
+            ("caption", self.caption),
+            ("ethics", self.ethics),
+            ("fuse", self.fusion),
+        ):
+            if stage in self.run.stages and cfg is None:
+                raise ConfigError(f"the {stage} stage runs but has no config")
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self.run.stages
+
+
+def _same_path(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or TOML (.toml) config file as a dict."""
+    import fsspec
+
+    with fsspec.open(path, "rb") as f:
+        raw = f.read()
+    lower = path.lower()
+    if lower.endswith(".toml"):
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - py3.10
+            try:
+                import tomli as tomllib
+            except ImportError as e:
+                raise ConfigError("TOML config files on Python 3.10 need: pip install tomli") from e
+        data = tomllib.loads(raw.decode("utf-8"))
+    elif lower.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(raw) or {}
+    else:
+        raise ConfigError(f"config file {path!r}: use a .yaml, .yml or .toml file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; nested mappings merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_path(d, "caption.generation.batch_size", 8)``."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+# --------------------------------------------------------------------------- dict -> dataclass
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(tp) if a is not type(None))
+    return (tp,)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Resolved field types; a name that only exists under TYPE_CHECKING stays a string."""
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(tp, str):  # unresolved annotation: only the list -> tuple rule is safe
+        return tuple(value) if "tuple" in tp and isinstance(value, list) else value
+    for option in _unwrap_optional(tp):
+        if dataclasses.is_dataclass(option) and isinstance(value, Mapping):
+            return dataclass_from_dict(option, value, where)
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if option is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+    return value
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build a (frozen) dataclass from a mapping, recursing into dataclass-typed fields.
+
+    Unknown keys raise :class:`ConfigError` naming the known ones; the dataclass's own
+    ``__post_init__`` validates the values.
+    """
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where or cls.__name__}; known: {', '.join(names)}"
+        )
+    kwargs = {
+        k: _coerce(v, hints.get(k, Any), f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+_TOP_KEYS = ("input", "output", "stages", "from", "overwrite", "progress", "beam_args")
+_SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
+
+
+def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
+    """The frozen config from one merged dict (defaults <- file <- flags already merged)."""
+    unknown = sorted(set(data) - set(_TOP_KEYS) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown}; known: {', '.join(_TOP_KEYS + _SECTIONS)}"
+        )
+    stages = data.get("stages", DEFAULT_STAGES)
+    if isinstance(stages, str):
+        stages = [s.strip() for s in stages.split(",") if s.strip()]
+    run = RunConfig(
+        output=data.get("output") or "",
+        stages=tuple(stages),
+        source=data.get("from"),
+        overwrite=bool(data.get("overwrite", False)),
+        progress=bool(data.get("progress", True)),
+        beam_args=tuple(data.get("beam_args") or ()),
+    )
+
+    reader = None
+    reader_data = dict(data.get("reader") or {})
+    if data.get("input") is not None:
+        reader_data["input"] = data["input"]
+    if run.source is None:
+        if not reader_data.get("input"):
+            raise ConfigError("an input is required: --input URL (or `from:` an earlier output)")
+        reader_data.setdefault("shard_size", DEFAULT_SHARD_SIZE)
+        reader = dataclass_from_dict(ReaderConfig, reader_data, "reader")
+    elif reader_data.get("input"):
+        raise ConfigError("give either an input or `from` (an earlier output), not both")
+
+    download = dataclass_from_dict(DownloadConfig, data.get("download") or {}, "download")
+
+    caption = fusion = ethics = None
+    if "caption" in run.stages:
+        from llava_recap.config import CaptionConfig
+
+        section = deep_merge(
+            {"generation": {"model": DEFAULT_CAPTION_MODEL}}, data.get("caption") or {}
+        )
+        caption = dataclass_from_dict(CaptionConfig, section, "caption")
+    fusion_section = deep_merge(
+        {"generation": {"model": DEFAULT_FUSION_MODEL}}, data.get("fusion") or {}
+    )
+    if "fuse" in run.stages:
+        from llm_fusion.config import FusionConfig
+
+        fusion = dataclass_from_dict(FusionConfig, fusion_section, "fusion")
+    if "ethics" in run.stages:
+        from llm_fusion.config import EthicsConfig
+
+        section = dict(data.get("ethics") or {})
+        section["enabled"] = True
+        # VeCLIP asked the fusion LLM; a blocklist-only check needs no model
+        if "generation" not in section and not (
+            section.get("blocklist") or section.get("blocklist_file")
+        ):
+            section["generation"] = fusion_section["generation"]
+        ethics = dataclass_from_dict(EthicsConfig, section, "ethics")
+
+    writer_data = dict(data.get("writer") or {})
+    writer_data["output"] = run.output
+    writer = dataclass_from_dict(WriterConfig, writer_data, "writer")
+    return PipelineConfig(
+        run=run,
+        reader=reader,
+        download=download,
+        caption=caption,
+        ethics=ethics,
+        fusion=fusion,
+        writer=writer,
+    )
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
+    """JSON-able view for the manifest (drops what cannot be serialised, e.g. an injected resolver)."""
+
+    def clean(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: clean(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items()}
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return repr(value)
+
+    return clean(config)
+
+
+__all__ = [
+    "DEFAULT_CAPTION_MODEL",
+    "DEFAULT_FUSION_MODEL",
+    "DEFAULT_SHARD_SIZE",
+    "DEFAULT_STAGES",
+    "STAGES",
+    "STAGE_NEEDS",
+    "ConfigError",
+    "PipelineConfig",
+    "RunConfig",
+    "build_pipeline_config",
+    "config_to_dict",
+    "dataclass_from_dict",
+    "deep_merge",
+    "load_config_file",
+    "set_path",
+]

@@ -1,0 +1,179 @@
+"""``OUT/manifest.json``: what produced an output — config, versions, models, prompts, runs.
+
+Written when a run starts (status ``running``) and again when it ends, atomically. A resumed or
+chained run appends to ``runs``; ``stages_done`` accumulates the stages every shard has been
+through, including those of the output a ``--from`` run continued.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import uuid
+from importlib import metadata
+from typing import Any
+
+import fsspec
+
+from schemas.record import SCHEMA_VERSION
+
+MANIFEST_NAME = "manifest.json"
+_PACKAGES = (
+    "vecap",
+    "apache-beam",
+    "pyarrow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "vllm",
+    "pillow",
+    "fsspec",
+)
+
+
+def manifest_path(output: str) -> str:
+    return output.rstrip("/") + "/" + MANIFEST_NAME
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions, read from metadata (nothing is imported: vllm may be absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def read_manifest(output: str) -> dict[str, Any] | None:
+    fs, path = fsspec.core.url_to_fs(manifest_path(output))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
+def write_manifest(output: str, manifest: dict[str, Any]) -> None:
+    fs, path = fsspec.core.url_to_fs(manifest_path(output))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols or "local" in protocols:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with fs.open(tmp, "w") as f:
+            f.write(text)
+        fs.mv(tmp, path)
+    else:
+        with fs.open(path, "w") as f:
+            f.write(text)
+
+
+def prompt_record(config: Any) -> dict[str, Any]:
+    """Model ids and prompt ids/texts of the model stages in ``config`` (a PipelineConfig)."""
+    out: dict[str, Any] = {}
+    if config.caption is not None:
+        from llava_recap.prompts import get_prompt
+
+        c = config.caption
+        text = c.prompt_text if c.prompt_text is not None else get_prompt(c.prompt_id).text
+        out["caption"] = {
+            "model": c.model_name or c.generation.model,
+            "backend": c.generation.backend,
+            "prompt_id": c.prompt_id,
+            "prompt_text": text,
+            "system": c.system,
+        }
+    if config.fusion is not None:
+        from llm_fusion.prompts import get_prompt as get_fusion_prompt
+
+        f = config.fusion
+        prompt = get_fusion_prompt(f.prompt_id, f.prompt_file)
+        out["fusion"] = {
+            "model": f.generation.model,
+            "backend": f.generation.backend,
+            "prompt_id": prompt.prompt_id,
+            "prompt_text": prompt.template,
+            "fallback": f.fallback,
+        }
+    if config.ethics is not None:
+        from llm_fusion.ethics_prompts import ETHICS_PROMPTS
+
+        e = config.ethics
+        prompt = ETHICS_PROMPTS.get(e.prompt_id)
+        out["ethics"] = {
+            "model": e.generation.model if e.generation else None,
+            "prompt_id": e.prompt_id,
+            "prompt_text": prompt.template if prompt is not None else None,
+            "policy": e.policy,
+            "blocklist_terms": len(e.blocklist),
+            "blocklist_file": e.blocklist_file,
+        }
+    return out
+
+
+def start_manifest(
+    previous: dict[str, Any] | None,
+    *,
+    config_dict: dict[str, Any],
+    models: dict[str, Any],
+    stages: list[str],
+    source_stages: list[str],
+    source: str | None,
+    plan: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest at the start of a run: the previous one (resume) with a new run appended."""
+    now = time.time()
+    manifest = dict(previous or {})
+    manifest.setdefault("created_at", now)
+    done_before = list(source_stages)
+    for s in stages:
+        if s not in done_before:
+            done_before.append(s)
+    manifest.update(
+        {
+            "format": "vecap-output",
+            "schema_version": SCHEMA_VERSION,
+            "config": config_dict,
+            "versions": package_versions(),
+            "models": models,
+            "stages": stages,
+            "stages_done": done_before,
+            "source": source,
+            "plan": plan,
+            "started_at": manifest.get("started_at", now),
+            "finished_at": None,
+            "status": "running",
+        }
+    )
+    runs = list(manifest.get("runs", []))
+    runs.append({"started_at": now, "finished_at": None, "status": "running", **plan})
+    manifest["runs"] = runs
+    return manifest
+
+
+def finish_manifest(
+    manifest: dict[str, Any], *, status: str, summary: dict[str, Any]
+) -> dict[str, Any]:
+    now = time.time()
+    manifest = dict(manifest)
+    manifest["finished_at"] = now
+    manifest["status"] = status
+    runs = list(manifest.get("runs", []))
+    if runs:
+        runs[-1] = {**runs[-1], "finished_at": now, "status": status, **summary}
+    manifest["runs"] = runs
+    return manifest
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "finish_manifest",
+    "manifest_path",
+    "package_versions",
+    "prompt_record",
+    "read_manifest",
+    "start_manifest",
+    "write_manifest",
+]

@@ -1,0 +1,376 @@
+"""Compose the stages into the job: read -> download -> caption -> ethics -> fuse -> write.
+
+Resume: the shard is the unit of work. Before the pipeline is built, the output's finished shards
+(those with a stats file) are listed and only the others are read, so a crashed or killed run is
+simply run again; ``overwrite`` deletes the earlier shards first. A resume must use the same shard
+plan, stages, models and prompts as the run it continues (checked against ``manifest.json``).
+
+Chaining (``--stages`` with ``--from``): a run reads an earlier output's finished shards instead
+of an input table, keeps their shard ids and uids, runs its stages on them and writes a NEW
+output, so captioning and fusion can run on different machines or days and a failed run never
+damages the output it read. A stage's prerequisite (caption needs images, fusion and the ethics
+check need visual captions) must have run in this run or be in the earlier output's
+``stages_done``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import apache_beam as beam
+import fsspec
+
+from pipeline.config import STAGE_NEEDS, ConfigError, PipelineConfig, config_to_dict
+from pipeline.manifest import (
+    finish_manifest,
+    prompt_record,
+    read_manifest,
+    start_manifest,
+    write_manifest,
+)
+from pipeline.writer import (
+    READ_STAGE,
+    WriteShards,
+    finished_shards,
+    make_stage_clock,
+    new_clock,
+    parquet_path,
+    read_shard_records,
+    remove_stale_temporaries,
+    shards_dir,
+    write_shard,
+)
+from schemas.stats import ShardStats
+
+
+class RunFailed(RuntimeError):
+    """The pipeline ended without committing every planned shard."""
+
+
+@dataclass
+class RunPlan:
+    """Which shards this run does; ``expected_rows`` is the writer's rows-in == rows-out check."""
+
+    shards_total: int
+    todo: list[int]
+    skipped: list[int]
+    expected_rows: dict[int, int]
+    fingerprint: str
+    input_shards: list[Any] | None = None  # readers.InputShard of the todo shards (input mode)
+    source_stages: list[str] = field(default_factory=list)
+
+    @property
+    def rows_todo(self) -> int:
+        return sum(self.expected_rows[s] for s in self.todo)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "shards_planned": self.shards_total,
+            "shards_todo": len(self.todo),
+            "shards_skipped": len(self.skipped),
+            "rows_todo": self.rows_todo,
+            "plan_fingerprint": self.fingerprint,
+        }
+
+
+@dataclass
+class RunResult:
+    output: str
+    plan: RunPlan
+    written: dict[int, ShardStats]
+    seconds: float
+    status: str  # succeeded | failed | nothing_to_do
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s.rows for s in self.written.values())
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _fingerprint(config: PipelineConfig, shard_rows: dict[int, int], models: dict[str, Any]) -> str:
+    """What must not change between a run and its resume: the shards, stages, models, prompts."""
+    ident = {
+        "input": config.reader.input if config.reader else None,
+        "source": config.run.source,
+        "shard_size": config.reader.shard_size if config.reader else None,
+        "shards": sorted(shard_rows.items()),
+        "stages": list(config.stages),
+        "models": {
+            k: {kk: v.get(kk) for kk in ("model", "prompt_id", "prompt_text")}
+            for k, v in models.items()
+        },
+    }
+    return hashlib.blake2b(
+        json.dumps(ident, sort_keys=True, default=str).encode(), digest_size=12
+    ).hexdigest()
+
+
+def _check_stage_chain(config: PipelineConfig, source_stages: Sequence[str]) -> None:
+    have = set(source_stages)
+    for stage in config.stages:
+        need = STAGE_NEEDS.get(stage)
+        if need and need not in have and not (need == "download" and config.reader is not None):
+            where = f"the earlier output {config.run.source}" if config.run.source else "this run"
+            raise ConfigError(
+                f"stage {stage!r} needs {need!r}, which neither runs now nor is done in {where} "
+                f"(stages done there: {sorted(have) or 'none'}); add {need!r} to --stages"
+            )
+        have.add(stage)
+
+
+def _check_images_available(config: PipelineConfig, shards: Sequence[Any]) -> None:
+    """Captioning without the download stage needs inputs that carry images (img2dataset)."""
+    if "caption" not in config.stages or "download" in config.stages or config.reader is None:
+        return
+    from pipeline.readers import read_shard
+
+    for shard in shards[:1]:
+        for record in read_shard(shard, config.reader):
+            if record.ok and record.jpg is None:
+                raise ConfigError(
+                    "the caption stage runs without the download stage, but the input rows carry "
+                    "no image bytes (not img2dataset/webdataset output); add 'download' to --stages"
+                )
+            break
+
+
+def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> RunPlan:
+    output = config.run.output
+    models = models if models is not None else prompt_record(config)
+    source_stages: list[str] = []
+    input_shards: list[Any] | None = None
+    if config.reader is not None:
+        from pipeline.readers import plan_shards
+
+        all_shards = plan_shards(config.reader)
+        shard_rows = {s.shard_id: s.rows for s in all_shards}
+    else:
+        source = config.run.source
+        assert source is not None
+        src_manifest = read_manifest(source)
+        if src_manifest is None:
+            raise ConfigError(f"--from {source}: no manifest.json there; is it a vecap output?")
+        source_stages = list(src_manifest.get("stages_done", []))
+        src_done = finished_shards(source)
+        if not src_done:
+            raise ConfigError(f"--from {source}: no finished shards to continue")
+        shard_rows = {sid: s.rows for sid, s in src_done.items()}
+        all_shards = None
+    _check_stage_chain(config, source_stages)
+
+    fingerprint = _fingerprint(config, shard_rows, models)
+    done: dict[int, ShardStats] = {}
+    if not config.run.overwrite:
+        previous = read_manifest(output)
+        done = finished_shards(output)
+        if done and previous is not None:
+            before = previous.get("plan", {}).get("plan_fingerprint")
+            if before is not None and before != fingerprint:
+                raise ConfigError(
+                    f"{output} holds shards from a run with a different input, shard size, stages, "
+                    "model or prompt; resume with the same settings, pass --overwrite to redo "
+                    "everything, or write to a new --output"
+                )
+        stray = sorted(set(done) - set(shard_rows))
+        if stray:
+            raise ConfigError(f"{output} has finished shards {stray[:5]} that are not in this plan")
+    todo = sorted(sid for sid in shard_rows if sid not in done)
+    if all_shards is not None:
+        input_shards = [s for s in all_shards if s.shard_id in set(todo)]
+        _check_images_available(config, input_shards)
+    return RunPlan(
+        shards_total=len(shard_rows),
+        todo=todo,
+        skipped=sorted(done),
+        expected_rows=shard_rows,
+        fingerprint=fingerprint,
+        input_shards=input_shards,
+        source_stages=source_stages,
+    )
+
+
+# --------------------------------------------------------------------------- composition
+
+
+class ReadEarlierOutput(beam.PTransform):
+    """Pipeline root -> the records of an earlier vecap output's finished shards (``--from``)."""
+
+    def __init__(self, source: str, shard_ids: Sequence[int]) -> None:
+        super().__init__()
+        self._source = source
+        self._shard_ids = list(shard_ids)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        source = self._source
+        return (
+            pbegin
+            | "EarlierShards" >> beam.Create(self._shard_ids)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadEarlierShard"
+            >> beam.FlatMap(lambda sid: read_shard_records(parquet_path(source, sid)))
+        )
+
+
+def stage_transform(stage: str, config: PipelineConfig) -> beam.PTransform:
+    """The PTransform of one stage; heavy stage modules are imported only when they run."""
+    if stage == "download":
+        from pipeline.download import DownloadStage
+
+        return DownloadStage(config.download)
+    if stage == "caption":
+        from llava_recap.stage import CaptionStage
+
+        return CaptionStage(config.caption)
+    if stage == "ethics":
+        from llm_fusion.ethics import EthicsCheckStage
+
+        return EthicsCheckStage(config.ethics)
+    if stage == "fuse":
+        from llm_fusion.stage import FusionStage
+
+        return FusionStage(config.fusion)
+    raise ConfigError(f"unknown stage {stage!r}")
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: PipelineConfig,
+    plan: RunPlan,
+    stage_overrides: dict[str, beam.PTransform] | None = None,
+) -> beam.PCollection:
+    """Add the job to ``pipeline``; returns the PCollection of the written shards' stats.
+
+    ``stage_overrides`` replaces a stage's transform (tests inject fakes this way).
+    """
+    clock = new_clock()
+    if config.reader is not None:
+        from pipeline.readers import ReadInput
+
+        records = pipeline | "ReadInput" >> ReadInput(config.reader, plan.input_shards)
+    else:
+        records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(config.run.source, plan.todo)
+    records = records | "Clock[read]" >> make_stage_clock(READ_STAGE, clock)
+    for stage in config.stages:
+        transform = (stage_overrides or {}).get(stage) or stage_transform(stage, config)
+        records = records | f"Stage[{stage}]" >> transform
+        records = records | f"Clock[{stage}]" >> make_stage_clock(stage, clock)
+    expected = {sid: plan.expected_rows[sid] for sid in plan.todo}
+    return records | "WriteShards" >> WriteShards(
+        config.writer, expected, stages=(READ_STAGE, *config.stages), clock=clock
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _clear_output(output: str) -> None:
+    """--overwrite: drop every shard file first, so a crash mid-redo never mixes old and new."""
+    fs, root = fsspec.core.url_to_fs(shards_dir(output))
+    if fs.exists(root):
+        for name in fs.glob(f"{root}/part-*") + fs.glob(f"{root}/.part-*"):
+            fs.rm(name)
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    *,
+    stream: TextIO | None = None,
+    stage_overrides: dict[str, beam.PTransform] | None = None,
+) -> RunResult:
+    """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing."""
+    from pipeline.progress import ShardProgress, run_summary_table
+    from pipeline.runner_options import is_local, make_pipeline, pipeline_options
+
+    stream = stream or sys.stderr
+    output = config.run.output
+    models = prompt_record(config)
+    if config.run.overwrite:
+        _clear_output(output)
+    plan = plan_run(config, models)
+    remove_stale_temporaries(output)
+    previous = None if config.run.overwrite else read_manifest(output)
+    manifest = start_manifest(
+        previous,
+        config_dict=config_to_dict(config),
+        models=models,
+        stages=list(config.stages),
+        source_stages=plan.source_stages,
+        source=config.run.source,
+        plan=plan.summary(),
+    )
+    write_manifest(output, manifest)
+    t0 = time.time()
+    print(
+        f"vecap run: {plan.shards_total} shards planned, {len(plan.skipped)} already finished, "
+        f"{len(plan.todo)} to do ({plan.rows_todo} rows); stages: {', '.join(config.stages) or 'none'}",
+        file=stream,
+    )
+    # Shards without rows never reach the writer: commit them here.
+    for sid in [s for s in plan.todo if plan.expected_rows[s] == 0]:
+        write_shard(config.writer, sid, [], 0)
+    todo_rows = [s for s in plan.todo if plan.expected_rows[s] > 0]
+    if not todo_rows:
+        status = "nothing_to_do" if not plan.todo else "succeeded"
+        write_manifest(
+            output, finish_manifest(manifest, status=status, summary={"rows_written": 0})
+        )
+        return RunResult(output, plan, {}, time.time() - t0, status)
+    run_plan = dataclasses.replace(
+        plan,
+        todo=todo_rows,
+        input_shards=None
+        if plan.input_shards is None
+        else [s for s in plan.input_shards if s.rows > 0],
+    )
+
+    options = pipeline_options(config.run.beam_args)
+    local = is_local(options)
+    pipeline = make_pipeline(options)
+    build_pipeline(pipeline, config, run_plan, stage_overrides)
+    status = "failed"
+    progress = ShardProgress(
+        output, run_plan.todo, enabled=config.run.progress and local, stream=stream
+    )
+    try:
+        with progress:
+            result = pipeline.run()
+            result.wait_until_finish()
+        done = finished_shards(output)
+        missing = [s for s in plan.todo if s not in done]
+        if missing:
+            raise RunFailed(f"the pipeline ended but shards {missing[:10]} have no stats file")
+        status = "succeeded"
+    finally:
+        done = finished_shards(output)
+        written = {s: done[s] for s in plan.todo if s in done}
+        seconds = time.time() - t0
+        summary = {
+            "shards_written": len(written),
+            "rows_written": sum(s.rows for s in written.values()),
+            "seconds": round(seconds, 3),
+        }
+        write_manifest(output, finish_manifest(manifest, status=status, summary=summary))
+    if config.run.progress:
+        print(run_summary_table(written, seconds), file=stream)
+    return RunResult(output, plan, written, seconds, status)
+
+
+__all__ = [
+    "ReadEarlierOutput",
+    "RunFailed",
+    "RunPlan",
+    "RunResult",
+    "build_pipeline",
+    "plan_run",
+    "run_pipeline",
+    "stage_transform",
+]
