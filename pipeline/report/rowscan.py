@@ -6,7 +6,9 @@ size, the sample size and the number of shards, never on the number of rows.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,13 +48,14 @@ class ScanLimits:
     length_cap: int = 200  # words; longer captions share the last histogram bin
     batch_size: int = 8192
     seed: int = 0
+    workers: int = 4  # shards read at once; arrow decodes and counts outside the GIL
 
     def __post_init__(self) -> None:
         for name in ("sample_size", "failure_examples", "max_error_messages"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.length_cap < 1 or self.batch_size < 1:
-            raise ValueError("length_cap and batch_size must be >= 1")
+        if self.length_cap < 1 or self.batch_size < 1 or self.workers < 1:
+            raise ValueError("length_cap, batch_size and workers must be >= 1")
 
 
 @dataclass
@@ -87,61 +90,95 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def scan_rows(fs: AbstractFileSystem, shards: list[FinishedShard], limits: ScanLimits) -> RowScan:
-    """Scan every finished shard once; see :class:`RowScan` for what comes out."""
-    # Independent streams, so the gallery sample does not change when failures change.
-    sample = KeyedReservoir(limits.sample_size, np.random.default_rng([limits.seed, 0]))
-    failure_rng = np.random.default_rng([limits.seed, 1])
-    failure_reservoirs: dict[str, KeyedReservoir] = {}
-    scan = RowScan(lengths={k: LengthHistogram(cap=limits.length_cap) for k in CAPTION_COLUMNS})
+    """Scan every finished shard once, ``limits.workers`` shards at a time.
 
-    for index, shard in enumerate(shards):
-        local = _ShardAccumulator(limits.length_cap)
+    Each shard draws its sampling keys from its own stream (seeded by the seed and its shard
+    id) into its own reservoir, and reservoirs merge by keeping the smallest keys: the result
+    is the same uniform sample whatever the thread timing, batch size or number of workers.
+    """
+    scan = RowScan(lengths={k: LengthHistogram(cap=limits.length_cap) for k in CAPTION_COLUMNS})
+    sample = KeyedReservoir(limits.sample_size)
+    failures: dict[str, KeyedReservoir] = {}
+
+    def read(index: int) -> _ShardAccumulator | str:
         try:
-            with fs.open(shard.parquet_path, "rb") as f:
-                pf = pq.ParquetFile(f)
-                if "status" not in pf.schema_arrow.names:
-                    raise ValueError("no 'status' column")
-                columns = [c for c in SCAN_COLUMNS if c in pf.schema_arrow.names]
-                offset = 0
-                for batch in pf.iter_batches(batch_size=limits.batch_size, columns=columns):
-                    local.add_batch(
-                        batch, offset, index, sample, failure_rng, failure_reservoirs, limits
-                    )
-                    offset += batch.num_rows
+            return _scan_shard(fs, shards[index], index, limits)
         except (OSError, ValueError) as exc:  # arrow's errors derive from these
-            # Counts of a shard are merged only when it was read whole; its sampled rows go too.
-            sample.discard_shard(index)
-            for reservoir in failure_reservoirs.values():
-                reservoir.discard_shard(index)
-            scan.problems.append(f"{_name(shard.parquet_path)}: unreadable, not counted ({exc})")
+            return f"{_name(shards[index].parquet_path)}: unreadable, not counted ({exc})"
+
+    for index, local in _ordered_map(read, range(len(shards)), limits.workers):
+        if isinstance(local, str):
+            scan.problems.append(local)  # a shard counts whole or not at all
             continue
         local.merge_into(scan, index, limits)
+        sample.merge(local.sample)
+        for status, reservoir in local.failures.items():
+            failures.setdefault(status, KeyedReservoir(limits.failure_examples)).merge(reservoir)
 
     scan.sample = sample.refs()
-    scan.failure_examples = {s: r.refs() for s, r in sorted(failure_reservoirs.items())}
+    scan.failure_examples = {s: r.refs() for s, r in sorted(failures.items())}
     return scan
 
 
-class _ShardAccumulator:
-    """One shard's counts, merged into the scan only if the whole shard was read."""
+def _ordered_map(fn, items: Sequence[int], workers: int):
+    """(item, fn(item)) in order, at most ``2 * workers`` in flight (bounded memory)."""
+    items = list(items)
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vecap-report") as pool:
+        pending: deque = deque()
+        it = iter(items)
+        for item in it:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            item, future = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield item, future.result()
 
-    def __init__(self, length_cap: int) -> None:
+
+def _scan_shard(
+    fs: AbstractFileSystem, shard: FinishedShard, index: int, limits: ScanLimits
+) -> _ShardAccumulator:
+    local = _ShardAccumulator(shard.shard_id, index, limits)
+    with fs.open(shard.parquet_path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if "status" not in pf.schema_arrow.names:
+            raise ValueError("no 'status' column")
+        columns = [c for c in SCAN_COLUMNS if c in pf.schema_arrow.names]
+        offset = 0
+        for batch in pf.iter_batches(batch_size=limits.batch_size, columns=columns):
+            local.add_batch(batch, offset)
+            offset += batch.num_rows
+    return local
+
+
+class _ShardAccumulator:
+    """One shard's counts and candidate rows, merged into the scan only if read whole."""
+
+    def __init__(self, shard_id: int, shard_index: int, limits: ScanLimits) -> None:
+        self.shard_index = shard_index
+        self.limits = limits
         self.counts = ShardRowCounts()
         self.fusion_sources: Counter = Counter()
         self.ethics_flagged = 0
-        self.lengths = {k: LengthHistogram(cap=length_cap) for k in CAPTION_COLUMNS}
+        self.lengths = {k: LengthHistogram(cap=limits.length_cap) for k in CAPTION_COLUMNS}
         self.errors: dict[str, Counter] = {}
+        # Streams keyed by shard id (stable across reruns), separate for the gallery and the
+        # failure examples so one does not shift the other.
+        self.sample = KeyedReservoir(
+            limits.sample_size, np.random.default_rng([limits.seed, 0, shard_id])
+        )
+        self._failure_rng = np.random.default_rng([limits.seed, 1, shard_id])
+        self.failures: dict[str, KeyedReservoir] = {}
 
-    def add_batch(
-        self,
-        batch: pa.RecordBatch,
-        offset: int,
-        shard_index: int,
-        sample: KeyedReservoir,
-        failure_rng: np.random.Generator,
-        failure_reservoirs: dict[str, KeyedReservoir],
-        limits: ScanLimits,
-    ) -> None:
+    def add_batch(self, batch: pa.RecordBatch, offset: int) -> None:
+        shard_index, limits = self.shard_index, self.limits
         names = batch.schema.names
         status = pc.fill_null(batch.column("status"), "(missing status)")
         self.counts.rows += batch.num_rows
@@ -152,7 +189,7 @@ class _ShardAccumulator:
         ok = batch.filter(ok_mask)
         positions = np.arange(offset, offset + batch.num_rows, dtype=np.int64)
         ok_np = ok_mask.to_numpy(zero_copy_only=False)
-        sample.offer(shard_index, positions[ok_np])
+        self.sample.offer(shard_index, positions[ok_np])
 
         for kind, column in CAPTION_COLUMNS.items():
             if column in names:
@@ -178,15 +215,15 @@ class _ShardAccumulator:
             return
         failed_status = np.asarray(status.to_numpy(zero_copy_only=False), dtype=object)[failed_np]
         failed_positions = positions[failed_np]
-        # One key draw per failed row from the shared stream, split by status: deterministic
-        # for a given output and seed.
+        # One key per failed row, in row order, from the shard's failure stream, then split by
+        # status: the examples depend on the output and the seed, not on the batch size.
+        keys = self._failure_rng.random(failed_positions.size)
         for name in sorted(set(failed_status)):
-            reservoir = failure_reservoirs.get(name)
+            reservoir = self.failures.get(name)
             if reservoir is None:
-                reservoir = failure_reservoirs[name] = KeyedReservoir(
-                    limits.failure_examples, failure_rng
-                )
-            reservoir.offer(shard_index, failed_positions[failed_status == name])
+                reservoir = self.failures[name] = KeyedReservoir(limits.failure_examples)
+            mask = failed_status == name
+            reservoir.offer_keyed(shard_index, failed_positions[mask], keys[mask])
         if "error" in names:
             failed = batch.filter(pc.invert(ok_mask))
             pairs = pa.table(

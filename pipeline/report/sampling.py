@@ -30,25 +30,35 @@ class RowRef:
 class KeyedReservoir:
     """Keeps a uniform random sample of ``k`` row positions from everything offered."""
 
-    def __init__(self, k: int, rng: np.random.Generator) -> None:
+    def __init__(self, k: int, rng: np.random.Generator | None = None) -> None:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         self.k = k
         self.seen = 0
-        self._rng = rng
+        self._rng = rng  # None: a reservoir that is only merged into
         self._keys = np.empty(0, dtype=np.float64)
         self._shards = np.empty(0, dtype=np.int64)
         self._rows = np.empty(0, dtype=np.int64)
 
     def offer(self, shard_index: int, rows: np.ndarray) -> None:
+        """Offer rows, drawing one uniform key each from this reservoir's generator."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
+        if self._rng is None:
+            raise ValueError("this reservoir has no random generator; use offer_keyed or merge")
+        # Keys are drawn even when k == 0 so a generator shared with other reservoirs moves
+        # the same way whatever k is.
+        self.offer_keyed(shard_index, rows, self._rng.random(rows.size))
+
+    def offer_keyed(self, shard_index: int, rows: np.ndarray, keys: np.ndarray) -> None:
+        """Offer rows with keys drawn by the caller (uniform in [0, 1), one per row)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        keys = np.asarray(keys, dtype=np.float64)
+        if rows.shape != keys.shape:
+            raise ValueError("rows and keys differ in length")
         self.seen += int(rows.size)
-        # Draw keys even when k == 0 so the random stream, and so every other reservoir fed
-        # from the same generator, does not depend on k.
-        keys = self._rng.random(rows.size)
-        if self.k == 0:
+        if self.k == 0 or rows.size == 0:
             return
         if self._keys.size >= self.k:
             # Full: only keys below the current k-th smallest can enter.
@@ -56,9 +66,12 @@ class KeyedReservoir:
             keys, rows = keys[keep], rows[keep]
             if keys.size == 0:
                 return
+        self._add(keys, rows, np.full(rows.size, shard_index, np.int64))
+
+    def _add(self, keys: np.ndarray, rows: np.ndarray, shards: np.ndarray) -> None:
         self._keys = np.concatenate([self._keys, keys])
         self._rows = np.concatenate([self._rows, rows])
-        self._shards = np.concatenate([self._shards, np.full(rows.size, shard_index, np.int64)])
+        self._shards = np.concatenate([self._shards, shards])
         if self._keys.size > self.k:
             best = np.argpartition(self._keys, self.k - 1)[: self.k]
             self._keys, self._rows, self._shards = (
@@ -67,14 +80,11 @@ class KeyedReservoir:
                 self._shards[best],
             )
 
-    def discard_shard(self, shard_index: int) -> None:
-        """Forget the rows of a shard that turned out unreadable half-way."""
-        keep = self._shards != shard_index
-        self._keys, self._rows, self._shards = (
-            self._keys[keep],
-            self._rows[keep],
-            self._shards[keep],
-        )
+    def merge(self, other: KeyedReservoir) -> None:
+        """Absorb another reservoir: the k smallest keys of both, still a uniform sample."""
+        self.seen += other.seen
+        if self.k and other._keys.size:
+            self._add(other._keys, other._rows, other._shards)
 
     def refs(self) -> list[RowRef]:
         """The sample, in file order (shard, then row), which is also uid order."""

@@ -59,12 +59,23 @@ def test_reservoir_is_uniform() -> None:
     assert abs(rates[:10].mean() - rates[-10:].mean()) < 0.015
 
 
-def test_reservoir_discard_shard() -> None:
-    res = KeyedReservoir(100, np.random.default_rng(0))
-    res.offer(0, np.arange(10))
-    res.offer(1, np.arange(10))
-    res.discard_shard(0)
-    assert {r.shard_index for r in res.refs()} == {1}
+def test_reservoir_merge_equals_one_reservoir() -> None:
+    keys = np.random.default_rng(1).random(300)
+    whole = KeyedReservoir(12)
+    whole.offer_keyed(0, np.arange(300), keys)
+    merged = KeyedReservoir(12)
+    for part in range(3):
+        local = KeyedReservoir(12)
+        rows = np.arange(part * 100, part * 100 + 100)
+        local.offer_keyed(0, rows, keys[rows])
+        merged.merge(local)
+    assert merged.refs() == whole.refs() and merged.seen == 300
+    # The 12 smallest keys win.
+    assert [r.row for r in whole.refs()] == sorted(np.argsort(keys)[:12].tolist())
+    with pytest.raises(ValueError):
+        KeyedReservoir(3).offer(0, np.arange(2))  # no generator to draw keys from
+    with pytest.raises(ValueError):
+        whole.offer_keyed(0, np.arange(3), np.zeros(2))
 
 
 def test_fetch_rows_reads_only_wanted_rows_across_row_groups(tmp_path: Path) -> None:
@@ -142,8 +153,13 @@ def test_scan_matches_brute_force(synthetic: Path) -> None:
     offsets = np.cumsum([0] + [s.stats.rows for s in out.finished])
     sampled = [rows[offsets[r.shard_index] + r.row] for r in scan.sample]
     assert len(sampled) == 25 and all(r["status"] == "ok" for r in sampled)
-    again = scan_rows(out.fs, out.finished, ScanLimits(sample_size=25, batch_size=500, seed=2))
-    assert again.sample == scan.sample  # independent of the batch size
+    again = scan_rows(
+        out.fs, out.finished, ScanLimits(sample_size=25, batch_size=500, seed=2, workers=1)
+    )
+    # Independent of the batch size and of how many shards were read at once.
+    assert again.sample == scan.sample
+    assert again.failure_examples == scan.failure_examples
+    assert again.status_counts == scan.status_counts
     other = scan_rows(out.fs, out.finished, ScanLimits(sample_size=25, batch_size=64, seed=3))
     assert other.sample != scan.sample
 
