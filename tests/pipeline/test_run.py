@@ -1,0 +1,207 @@
+"""Composition, resume and --stages chaining on the local runner (fake model stages: fast)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ConfigError, build_pipeline_config
+from pipeline.manifest import read_manifest
+from pipeline.run import plan_run, run_pipeline
+from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
+from pipeline.writer import finished_shards, parquet_path, read_shard_records, stats_path
+from schemas import Record
+
+
+def fake_caption(record: Record) -> Record:
+    if not record.ok:
+        return record
+    assert record.jpg, "the caption stage needs image bytes"
+    return record.replace(
+        visual_caption=f"vc of {record.uid}", caption_model="fake-llava", caption_prompt_id="p1"
+    )
+
+
+def fake_fuse(record: Record) -> Record:
+    if not record.ok:
+        return record
+    return record.replace(
+        fused_caption=f"{record.alt_text} + {record.visual_caption}",
+        fusion_model="fake-llm",
+        fusion_source="llm",
+    )
+
+
+FAKES = {"caption": beam.Map(fake_caption), "fuse": beam.Map(fake_fuse)}
+
+
+def rows_of(out: str, drop: tuple[str, ...] = ()) -> list[dict]:
+    rows = []
+    for sid in sorted(finished_shards(out)):
+        for r in read_shard_records(parquet_path(out, sid)):
+            d = r.to_dict()
+            for k in drop:
+                d.pop(k, None)
+            rows.append(d)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sample_table(tmp_path_factory):
+    with SampleServer(root_dir=SAMPLE_DIR) as server:
+        path = sample_input_table(server.base_url, tmp_path_factory.mktemp("in") / "sample.csv")
+        yield str(path)
+
+
+def _config(table: str, out: str, **extra) -> dict:
+    data = {
+        "input": table,
+        "output": out,
+        "stages": ["download"],
+        "progress": False,
+        "reader": {"shard_size": 10},
+        "download": {"allow_private_networks": True, "threads": 4, "retries": 0},
+        "caption": {"generation": {"model": "unused-fake"}},
+        "fusion": {"generation": {"model": "unused-fake"}},
+    }
+    data.update(extra)
+    return data
+
+
+def test_download_only_run_resume_and_manifest(sample_table, tmp_path):
+    out = str(tmp_path / "out")
+    n_input = len(Path(sample_table).read_text().strip().splitlines()) - 1
+    res = run_pipeline(build_pipeline_config(_config(sample_table, out)), stream=io.StringIO())
+    assert res.status == "succeeded"
+    done = finished_shards(out)
+    assert len(done) == res.plan.shards_total == -(-n_input // 10)
+    assert sum(s.rows for s in done.values()) == n_input  # rows in == rows out
+    assert all("download" in s.stage_seconds and "read" in s.stage_seconds for s in done.values())
+    first = rows_of(out)
+    assert [r["uid"] for r in first] == sorted(r["uid"] for r in first)
+    ok = [r for r in first if r["status"] == "ok"]
+    assert ok and all(r["jpg"] and r["width"] for r in ok)
+    manifest = read_manifest(out)
+    assert manifest["status"] == "succeeded" and manifest["stages_done"] == ["download"]
+    assert manifest["versions"]["apache-beam"] and len(manifest["runs"]) == 1
+
+    # a rerun with everything finished does nothing
+    again = run_pipeline(build_pipeline_config(_config(sample_table, out)), stream=io.StringIO())
+    assert again.status == "nothing_to_do" and again.plan.todo == []
+
+    # lose one shard's done marker (a crash before its commit): only that shard is redone
+    Path(stats_path(out, 1)).unlink()
+    Path(parquet_path(out, 1)).write_bytes(b"half a file")
+    redo = run_pipeline(build_pipeline_config(_config(sample_table, out)), stream=io.StringIO())
+    assert redo.plan.todo == [1] and set(redo.written) == {1}
+    assert rows_of(out, ("jpg",)) == [{k: v for k, v in r.items() if k != "jpg"} for r in first]
+    assert len(read_manifest(out)["runs"]) == 3
+
+    # resuming with another shard plan would mix different rows under the same uids
+    with pytest.raises(ConfigError, match="different input, shard size"):
+        plan_run(build_pipeline_config(_config(sample_table, out, reader={"shard_size": 7})))
+    # --overwrite redoes everything with the new plan
+    over = run_pipeline(
+        build_pipeline_config(_config(sample_table, out, reader={"shard_size": 7}, overwrite=True)),
+        stream=io.StringIO(),
+    )
+    assert len(over.written) == -(-n_input // 7) == len(finished_shards(out))
+
+
+def test_stages_chain_through_from(sample_table, tmp_path):
+    out1, out2, out3 = (str(tmp_path / n) for n in ("dl", "cap", "fused"))
+    run_pipeline(build_pipeline_config(_config(sample_table, out1)), stream=io.StringIO())
+    # fuse needs visual captions: out1 has none
+    with pytest.raises(ConfigError, match="needs 'caption'"):
+        plan_run(
+            build_pipeline_config(
+                _config(None, out2, input=None, **{"from": out1}, stages=["fuse"])
+            )
+        )
+    cfg2 = build_pipeline_config(
+        _config(None, out2, input=None, **{"from": out1}, stages=["caption"])
+    )
+    run_pipeline(cfg2, stream=io.StringIO(), stage_overrides=FAKES)
+    cfg3 = build_pipeline_config(_config(None, out3, input=None, **{"from": out2}, stages=["fuse"]))
+    run_pipeline(cfg3, stream=io.StringIO(), stage_overrides=FAKES)
+    assert read_manifest(out3)["stages_done"] == ["download", "caption", "fuse"]
+    assert read_manifest(out3)["source"] == out2
+    r1, r3 = rows_of(out1), rows_of(out3)
+    assert [r["uid"] for r in r1] == [r["uid"] for r in r3]  # same rows, same ids, no loss
+    for a, c in zip(r1, r3, strict=True):
+        assert a["status"] == c["status"] and a["jpg"] == c["jpg"]
+        if a["status"] == "ok":
+            assert c["visual_caption"] == f"vc of {a['uid']}"
+            assert c["fused_caption"] == f"{a['alt_text']} + vc of {a['uid']}"
+        else:
+            assert c["visual_caption"] is None and c["fused_caption"] is None
+    s = finished_shards(out3)[0]
+    assert s.fusion_source_counts == {"llm": s.status_counts["ok"]} and s.fusion_models == [
+        "fake-llm"
+    ]
+
+
+def test_caption_without_download_needs_image_inputs(sample_table, tmp_path):
+    with pytest.raises(ConfigError, match="carry no image bytes"):
+        plan_run(
+            build_pipeline_config(_config(sample_table, str(tmp_path / "o"), stages=["caption"]))
+        )
+
+
+def test_img2dataset_input_skips_the_download(tmp_path):
+    photos = sorted(SAMPLE_DIR.glob("*.jpg"))[:6]
+    table = pa.table(
+        {
+            "url": [f"http://127.0.0.1:9/{p.name}" for p in photos],
+            "caption": [p.stem for p in photos],
+            "key": [f"{i:09d}" for i in range(len(photos))],
+            "status": ["success"] * len(photos),
+            "error_message": [None] * len(photos),
+            "width": [0] * len(photos),
+            "height": [0] * len(photos),
+            "jpg": [p.read_bytes() for p in photos],
+        }
+    )
+    src = tmp_path / "i2d" / "00000.parquet"
+    src.parent.mkdir()
+    pq.write_table(table, src)
+    out = str(tmp_path / "out")
+    cfg = build_pipeline_config(
+        _config(
+            str(src),
+            out,
+            stages=["download", "caption", "fuse"],
+            reader={"shard_size": 4, "input_format": "img2dataset"},
+        )
+    )
+    # the download stage is listed but must not fetch anything: the URL's port 9 is closed
+    res = run_pipeline(cfg, stream=io.StringIO(), stage_overrides=FAKES)
+    rows = rows_of(out)
+    assert res.status == "succeeded" and len(rows) == len(photos)
+    assert all(r["status"] == "ok" and r["fused_caption"] for r in rows), [r["error"] for r in rows]
+    assert [r["jpg"] for r in rows] == [p.read_bytes() for p in photos]
+
+
+def test_run_cli_reports_config_errors(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--output", str(tmp_path)]) == 2
+    assert "an input is required" in capsys.readouterr().err
+
+
+def test_manifest_records_models_and_prompts(sample_table, tmp_path):
+    out = str(tmp_path / "o")
+    cfg = build_pipeline_config(_config(sample_table, out, stages=["download", "caption", "fuse"]))
+    run_pipeline(cfg, stream=io.StringIO(), stage_overrides=FAKES)
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert (
+        m["models"]["caption"]["model"] == "unused-fake" and m["models"]["caption"]["prompt_text"]
+    )
+    assert m["models"]["fusion"]["prompt_id"] and "{" not in m["models"]["fusion"]["prompt_id"]
+    assert m["config"]["reader"]["shard_size"] == 10 and m["runs"][0]["status"] == "succeeded"
