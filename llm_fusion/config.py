@@ -39,6 +39,8 @@ class FusionConfig:
     # One model per machine shared by all SDK worker processes (Beam's MultiProcessShared):
     # what a multi-GB LLM on one GPU needs.
     share_model_across_processes: bool = False
+    # Retry a failed batch row by row, so one bad row does not send its batch to the fallback.
+    isolate_failed_batches: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):
@@ -85,6 +87,7 @@ class EthicsConfig:
     prompt_id: str = "veclip-ethics-v1"
     max_text_chars: int = 1000
     share_model_across_processes: bool = False
+    isolate_failed_batches: bool = True
 
     def __post_init__(self) -> None:
         from llm_fusion.ethics_prompts import ETHICS_PROMPTS

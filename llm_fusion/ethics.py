@@ -208,7 +208,10 @@ class _ApplyAnswer(beam.DoFn):
     def process(self, element: tuple[str, PredictionResult]) -> Iterator[Record]:
         _uid, result = element
         try:
-            out = self.rules.apply_answer(result.example, result.inference)
+            if isinstance(result.inference, BaseException):  # failed alone after isolation
+                out = self.rules.apply_failure(result.example, result.inference)
+            else:
+                out = self.rules.apply_answer(result.example, result.inference)
         except Exception as exc:
             out = _internal_error(result.example, "ethics answer", exc)
         if out.ethics_flagged:
@@ -246,6 +249,7 @@ class EthicsCheckStage(beam.PTransform):
                 metrics_namespace="vecap_ethics",
                 share_model_across_processes=config.share_model_across_processes,
                 generator_loader=generator_loader,
+                isolate_failed_batches=config.isolate_failed_batches,
             )
             if self.rules is not None and config.generation is not None
             else None

@@ -9,13 +9,17 @@ layer; either backend, same batching controls as the captioner.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from llm_fusion.errors import describe_error
 from pipeline.generation import GenerationConfig, Generator, load_generator, render_chat
 from schemas import Record
+
+_LOG = logging.getLogger(__name__)
 
 # Plain causal LMs (no chat template) get the user text as is: vecap's prompts end with an
 # answer cue ("Caption:", "Answer:") that a base model continues.
@@ -31,10 +35,14 @@ def load_text_generator(config: GenerationConfig) -> Generator:
 
 
 class TextLLMHandler(ModelHandler[Record, str, Generator]):
-    """Record in, raw completion out (``PredictionResult(example=record, inference=text)``).
+    """Record in, completion out: ``PredictionResult(example=record, inference=text | error)``.
 
     ``user_text`` turns a record into the user message (a picklable callable);
-    ``generator_loader`` exists for tests that swap in a fake model.
+    ``generator_loader`` exists for tests that swap in a fake model. With
+    ``isolate_failed_batches`` a failed batch is retried row by row, so one poison row (a
+    prompt over the context limit, say) does not take its batch-mates down; a row that fails
+    alone comes back with the exception as its inference. Without it the batch raises and
+    reaches RunInference's dead letters.
     """
 
     def __init__(
@@ -45,8 +53,10 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         metrics_namespace: str = "vecap_llm",
         share_model_across_processes: bool = False,
         generator_loader: GeneratorLoader = load_text_generator,
+        isolate_failed_batches: bool = True,
     ) -> None:
         super().__init__()
+        self._isolate = isolate_failed_batches
         self._generation = generation
         self._user_text = user_text
         self._metrics_namespace = metrics_namespace
@@ -67,16 +77,35 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         model: Generator,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        prompts = [self.render(model, record) for record in batch]
-        outputs = model.generate(prompts)
+        try:
+            outputs: list[str | BaseException] = list(self._generate(model, batch))
+        except Exception as exc:
+            if not self._isolate or len(batch) == 1:
+                raise
+            _LOG.warning(
+                "LLM batch of %d failed (%s); retrying rows one by one",
+                len(batch),
+                describe_error(exc),
+            )
+            outputs = [self._generate_one(model, record) for record in batch]
+        return [
+            PredictionResult(record, output, self._generation.model)
+            for record, output in zip(batch, outputs, strict=True)
+        ]
+
+    def _generate(self, model: Generator, batch: Sequence[Record]) -> list[str]:
+        outputs = model.generate([self.render(model, record) for record in batch])
         if len(outputs) != len(batch):  # never attach a completion to the wrong row
             raise RuntimeError(
                 f"generator returned {len(outputs)} outputs for {len(batch)} prompts"
             )
-        return [
-            PredictionResult(record, text, self._generation.model)
-            for record, text in zip(batch, outputs, strict=True)
-        ]
+        return outputs
+
+    def _generate_one(self, model: Generator, record: Record) -> str | BaseException:
+        try:
+            return self._generate(model, [record])[0]
+        except Exception as exc:  # this row alone fails: its inference is the error
+            return exc
 
     def get_num_bytes(self, batch: Sequence[Record]) -> int:
         # The default pickles the whole batch, image bytes included; count the text we send.

@@ -78,7 +78,10 @@ class _ApplyOutput(beam.DoFn):
         _uid, result = element
         record: Record = result.example
         try:
-            out = self.rules.apply_output(record, result.inference, result.model_id)
+            if isinstance(result.inference, BaseException):  # failed alone after isolation
+                out = self.rules.apply_failure(record, result.inference, result.model_id)
+            else:
+                out = self.rules.apply_output(record, result.inference, result.model_id)
         except Exception as exc:
             out = _internal_error(record, "fusion output", exc)
         self.sources[out.fusion_source or "failed"].inc()
@@ -121,6 +124,7 @@ class FusionStage(beam.PTransform):
             metrics_namespace="vecap_fusion",
             share_model_across_processes=config.share_model_across_processes,
             generator_loader=generator_loader,
+            isolate_failed_batches=config.isolate_failed_batches,
         )
 
     @property

@@ -141,16 +141,17 @@ def _mixed_rows() -> list[Record]:
             rows.append(rec(i, f"Knowledge row {i} Eiffel", vc=None))
         else:
             rows.append(rec(i, f"Knowledge row {i} Eiffel Tower"))
-    rows.append(rec(99, "BOOM row 99"))
+    rows.insert(6, rec(99, "BOOM row 99"))  # among knowledge rows, so it shares a batch
     return rows
 
 
-@pytest.mark.parametrize("fallback", ["visual", "none"])
-def test_fallback_accounting_rows_in_equal_rows_out(fallback: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("fallback", "isolate"), [("visual", True), ("visual", False), ("none", False)]
+)
+def test_fallback_accounting_rows_in_equal_rows_out(fallback: str, isolate: bool, tmp_path) -> None:
     rows = _mixed_rows()
-    out = run_transform(
-        FusionStage(config(fallback=fallback), generator_loader=load_echo), rows, tmp_path
-    )
+    cfg = config(fallback=fallback, isolate_failed_batches=isolate)
+    out = run_transform(FusionStage(cfg, generator_loader=load_echo), rows, tmp_path)
     by_uid = {r.uid: r for r in out}
     assert len(out) == len(rows) and set(by_uid) == {r.uid for r in rows}
     for row in rows:
@@ -174,8 +175,13 @@ def test_fallback_accounting_rows_in_equal_rows_out(fallback: str, tmp_path) -> 
             assert got.fusion_reason.startswith(("llm_refusal", "llm_error"))
         if "BOOM" in row.alt_text:
             assert got.fusion_reason.startswith("llm_error: RuntimeError: CUDA out of memory")
+        elif isolate and "Knowledge" in row.alt_text and row.visual_caption:
+            assert got.fusion_source == "llm"  # the poison row did not take its batch down
     sources = [r.fusion_source for r in out if r.ok]
     assert sources.count("llm") >= 10  # most knowledge rows were fused, not all failed
+    if not isolate:  # the dead-letter path: the BOOM row's batch-mates fell back with it
+        failed_batch = [r for r in out if (r.fusion_reason or "").startswith("llm_error")]
+        assert len(failed_batch) > 1
 
 
 def test_keyed_order_preserved_across_batch_sizes(tmp_path) -> None:
