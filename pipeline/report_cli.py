@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="example rows shown per failure status (default 5)",
     )
     p.add_argument("--thumbnail-px", type=int, default=192, help="thumbnail size (default 192)")
+    p.add_argument("--workers", type=int, default=4, help="shards read at once (default 4)")
     p.add_argument("--title", default="vecap report", help="page title")
     p.set_defaults(func=run_report)
 
@@ -45,6 +46,7 @@ def run_report(args: argparse.Namespace) -> int:
             seed=args.seed,
             failure_examples=args.failure_examples,
             thumbnail_px=args.thumbnail_px,
+            workers=args.workers,
             title=args.title,
         )
         result = build_report(config)

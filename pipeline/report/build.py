@@ -55,6 +55,7 @@ class ReportConfig:
     thumbnail_px: int = 192
     length_cap: int = 200  # caption lengths at or beyond this many words share one bin
     batch_size: int = 8192  # rows per arrow batch in the counting pass
+    workers: int = 4  # shards read at once (arrow decodes outside the GIL)
     title: str = "vecap report"
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class ReportConfig:
             "thumbnail_px": 16 <= self.thumbnail_px <= 1024,
             "length_cap": self.length_cap >= 1,
             "batch_size": self.batch_size >= 1,
+            "workers": self.workers >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -112,6 +114,7 @@ def collect_content(config: ReportConfig) -> ReportContent:
         length_cap=config.length_cap,
         batch_size=config.batch_size,
         seed=config.seed,
+        workers=config.workers,
     )
     rows = scan_rows(scan.fs, scan.finished, limits)
     content.problems += rows.problems

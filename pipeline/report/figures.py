@@ -264,8 +264,9 @@ def throughput_svg(tp: Throughput, id_prefix: str = "fig-throughput") -> str:
         )
         ax.set_xlabel(f"time since first shard started ({unit})")
         ax.set_ylabel("rows/s")
-        ax.set_ylim(bottom=0)
-        ax.legend(frameon=False, fontsize=8, loc="lower right")
+        top = max([tp.rows_per_s, *(s.rows_per_s for s in tp.shards)])
+        ax.set_ylim(0, top * 1.25 if top > 0 else 1)  # headroom for the legend
+        ax.legend(frameon=False, fontsize=8, loc="upper left", ncols=2)
         ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Rows/s per shard over time", loc="left", fontsize=11)
     return _to_svg(fig, id_prefix)

@@ -21,6 +21,14 @@ from pipeline.report.thumbnails import Thumbnail
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _TIME_KEY = re.compile(r"(^|_)(time|at|start|end|started|finished|ended|created|timestamp)$", re.I)
+# Manifest keys worth showing first; matched on whole words of snake_case keys, so
+# ``caption_model`` and ``model_name`` count but ``max_model_len`` does not.
+_HIGHLIGHTS = (
+    ("Models", re.compile(r"^((\w+_)?models?|models?_(name|id|path))$", re.I)),
+    ("Prompts", re.compile(r"^((\w+_)?prompts?|prompts?_(id|text|file|template)|system)$", re.I)),
+    ("Versions", re.compile(r"(^|_)versions?$", re.I)),
+    ("Timings", re.compile(_TIME_KEY.pattern + r"|(^|_)(duration|seconds|elapsed)$", re.I)),
+)
 _MAX_SHARD_ROWS = 200  # the shard table lists at most this many; the figure shows all
 
 
@@ -309,7 +317,7 @@ def _failures(c: ReportContent) -> str:
         return out[0] + '<p class="note">No failed row.</p>'
     for f in c.failures:
         out.append(
-            f'<section class="fail"><h3>{_status_badge(f.status)} {f.count:,} rows '
+            f'<section class="fail"><h3>{_status_badge(f.status)} {_rows(f.count)} '
             f"({f.share:.2%} of all rows)</h3>"
         )
         if f.messages:
@@ -402,21 +410,9 @@ def _manifest(manifest: Mapping[str, Any] | None, error: str | None) -> str:
     out = ['<h2 id="manifest">Run manifest</h2>']
     if manifest is None:
         return out[0] + f'<p class="note">{esc(error or "no manifest")}</p>'
-    highlights = [
-        ("Models", _leaves(manifest, lambda k: "model" in k.lower())),
-        ("Prompts", _leaves(manifest, lambda k: "prompt" in k.lower())),
-        ("Versions", _leaves(manifest, lambda k: "version" in k.lower())),
-        (
-            "Timings",
-            _leaves(
-                manifest,
-                lambda k: (
-                    bool(_TIME_KEY.search(k)) or "duration" in k.lower() or "seconds" in k.lower()
-                ),
-            ),
-        ),
-    ]
+    highlights = [(title, _leaves(manifest, key.search)) for title, key in _HIGHLIGHTS]
     for title, leaves in highlights:
+        leaves = [(path, value) for path, value in leaves if value is not None]  # unset: noise
         if leaves:
             rows = "".join(
                 f"<tr><th>{esc(path)}</th><td>{_value(value, path.rsplit('.', 1)[-1])}</td></tr>"
@@ -495,6 +491,10 @@ def _iso(ts: float) -> str:
     if not ts:
         return ""
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _duration(seconds: float) -> str:

@@ -65,6 +65,8 @@ class Chromium:
 
         profile = self.work_dir / "profile"
         profile.mkdir(parents=True, exist_ok=True)
+        port_file = profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a reused profile's old port must not be read
         self.log_path = self.work_dir / "chromium.log"
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
@@ -79,20 +81,24 @@ class Chromium:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        port = self._wait_for_port(profile / "DevToolsActivePort")
-        # No proxy: an http_proxy in the environment must not route loopback traffic away.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
-            targets = json.load(resp)
-        page = next(t for t in targets if t.get("type") == "page")
-        self._ws = websocket.create_connection(
-            page["webSocketDebuggerUrl"],
-            timeout=60,
-            suppress_origin=True,
-            http_no_proxy=["127.0.0.1"],
-        )
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
+        try:
+            port = self._wait_for_port(port_file)
+            # No proxy: an http_proxy in the environment must not route loopback traffic away.
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
+                targets = json.load(resp)
+            page = next(t for t in targets if t.get("type") == "page")
+            self._ws = websocket.create_connection(
+                page["webSocketDebuggerUrl"],
+                timeout=60,
+                suppress_origin=True,
+                http_no_proxy=["127.0.0.1"],
+            )
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable")
+        except BaseException:
+            self.__exit__(None, None, None)  # never leave a browser behind
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

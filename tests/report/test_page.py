@@ -93,6 +93,7 @@ def test_manifest_rendering_is_generic_and_highlights_models_and_prompts() -> No
         "stages": [{"name": "caption", "model": "llava-hf/llava-1.5-7b-hf"}, {"name": "fuse"}],
         "prompts": {"vc": "Describe <this> image.\nBriefly."},
         "models": {"fusion": {"model": "tiny-llama", "backend": "vllm", "prompt_text": "Fuse."}},
+        "generation": {"max_model_len": 4096, "model_name": None, "caption_model": "m2"},
         "timing": {"started_at": 1_790_000_000, "seconds": 12.5},
         "flags": [True, None, 3],
         "empty": {},
@@ -102,6 +103,8 @@ def test_manifest_rendering_is_generic_and_highlights_models_and_prompts() -> No
     prompts = html[html.index("<h3>Prompts</h3>") :]
     assert "stages[0].model" in models and "llava-hf/llava-1.5-7b-hf" in models
     assert "models.fusion.model" in models and "models.fusion.backend" not in models
+    assert "generation.caption_model" in models and "max_model_len" not in models
+    assert "model_name" not in models  # unset values are left out of the highlights
     assert "models.fusion.prompt_text" in prompts and "prompts.vc" in prompts
     assert "<pre>Describe &lt;this&gt; image.\nBriefly.</pre>" in html
     assert "2026-09-21 14:13:20 UTC" in html
