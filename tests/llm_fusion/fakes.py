@@ -26,7 +26,8 @@ class EchoGenerator:
     """Answers with a caption naming the row's AltText, so a misrouted answer shows.
 
     AltText markers steer it: ``REFUSE`` -> a refusal, ``EMPTY`` -> nothing, ``BOOM`` -> the
-    whole batch raises (a failed batch), ``YES``/``NO``/``MAYBE`` -> ethics answers.
+    whole batch raises (a failed batch); to the ethics question (a prompt ending in "Answer:")
+    ``YES`` -> yes, ``MAYBE`` -> neither, anything else -> no.
     """
 
     multimodal = False
@@ -40,17 +41,18 @@ class EchoGenerator:
         if any("BOOM" in a for a in alts):
             raise RuntimeError("CUDA out of memory (fake)")
         out = []
-        for alt in alts:
-            if "REFUSE" in alt:
+        for prompt, alt in zip(prompts, alts, strict=True):
+            if prompt.rstrip().endswith("Answer:"):  # the ethics question
+                if "YES" in alt:
+                    out.append("Yes.")
+                elif "MAYBE" in alt:
+                    out.append("It depends on the context.")
+                else:
+                    out.append("No")
+            elif "REFUSE" in alt:
                 out.append("I'm sorry, but I cannot help with that.")
             elif "EMPTY" in alt:
                 out.append("   ")
-            elif "MAYBE" in alt:
-                out.append("It depends on the context.")
-            elif "YES" in alt:
-                out.append("Yes.")
-            elif "NO" in alt:
-                out.append("No")
             else:
                 out.append(f"Sure, here is the merged caption: A photo of {alt} on a sunny day.")
         return out
