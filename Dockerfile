@@ -1,0 +1,29 @@
+# vecap's worker image for Beam on Dataflow (--sdk_container_image=IMAGE) and on Flink
+# (--environment_type=DOCKER --environment_config=IMAGE). Build from the repository root:
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/vecap-worker:0.1.0 .
+#
+# The base is Apache Beam's Python SDK image for exactly the Beam and Python versions vecap pins
+# (pyproject.toml: apache-beam==2.77.0; Python 3.11): it carries the SDK harness entrypoint
+# (/opt/apache/beam/boot) that the runner starts, so this file sets no ENTRYPOINT or CMD.
+FROM apache/beam_python3.11_sdk:2.77.0
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# CUDA torch first, pinned to the build vLLM is compiled against so that installing vLLM does not
+# swap it: the Linux x86_64 torch wheels on PyPI bundle the CUDA runtime libraries, so no CUDA
+# base image is needed; the GPU driver comes from the worker (Dataflow: install-nvidia-driver).
+RUN pip install torch==2.13.0
+
+# vecap with its `vllm` extra, resolved from the same pyproject.toml as a local install, so the
+# worker runs the dependencies the tests ran. apache-beam==2.77.0 is already in the base image.
+WORKDIR /opt/vecap
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY pipeline ./pipeline
+COPY llava_recap ./llava_recap
+COPY llm_fusion ./llm_fusion
+COPY clip_trainer ./clip_trainer
+RUN pip install ".[vllm]" && python -c "import pipeline.run, llava_recap.stage, llm_fusion.stage, vllm"
+WORKDIR /
