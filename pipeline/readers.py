@@ -18,9 +18,11 @@ import base64
 import datetime
 import decimal
 import json
+import operator
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 import apache_beam as beam
@@ -57,6 +59,7 @@ from pipeline.table_formats import (
     FileScan,
     InvalidRow,
     check_columns,
+    tuple_getter,
 )
 from schemas import Record, Status, make_uid
 
@@ -227,6 +230,28 @@ class _RowLayout:
             None if config.caption_column is None else self.columns.index(config.caption_column)
         )
         self.extras = [(c, self.columns.index(c)) for c in config.extra_columns]
+        self.extra_keys = [encode_basestring(c) + ":" for c in config.extra_columns]
+        self.extra_values = tuple_getter([i for _, i in self.extras]) if self.extras else None
+
+
+# one encoder for every row: json.dumps with options builds a new encoder per call
+_EXTRA_JSON = json.JSONEncoder(
+    ensure_ascii=False, default=_json_default, allow_nan=False, separators=(",", ":")
+)
+
+
+def _extra_json(row: tuple[Any, ...], layout: _RowLayout) -> str:
+    """The extra columns as a JSON object; text tables (all strings) take a 10x faster path."""
+    try:
+        # the same text _EXTRA_JSON writes, from json's own C string encoder (TypeError on a
+        # value that is not a string)
+        pairs = map(
+            operator.add, layout.extra_keys, map(encode_basestring, layout.extra_values(row))
+        )
+        return "{" + ",".join(pairs) + "}"
+    except TypeError:
+        values = {name: (None if row[i] is MISSING else row[i]) for name, i in layout.extras}
+        return _EXTRA_JSON.encode(values)
 
 
 def _record(
@@ -238,9 +263,34 @@ def _record(
     url_required: bool = True,
 ) -> Record:
     """A record from one row's values, or an ``invalid_row`` record saying what is wrong."""
-    uid = make_uid(shard_id, row_index)
-    if isinstance(row, InvalidRow):
-        return Record(uid, shard_id, row_index, status=Status.INVALID_ROW.value, error=row.error)
+    if row.__class__ is InvalidRow:
+        return Record(
+            make_uid(shard_id, row_index), shard_id, row_index,
+            status=Status.INVALID_ROW.value, error=row.error,  # type: ignore[union-attr]
+        )  # fmt: skip
+    # Fast path for the common row (a URL string, a string or no caption); anything else goes
+    # through the checks that name the problem.
+    url = row[layout.url_index]
+    caption = None if layout.caption_index is None else row[layout.caption_index]
+    if url.__class__ is str and (caption is None or caption.__class__ is str):
+        url = url.strip()  # stray whitespace around URLs is common in scraped tables
+        if url:
+            if caption is not None and (not caption or caption.isspace()):
+                caption = None  # an empty alt-text is no alt-text: downstream tests one thing
+            try:
+                extra = _extra_json(row, layout) if layout.extras else None
+            except (TypeError, ValueError):
+                pass  # the checked path reports it
+            else:
+                return Record(
+                    make_uid(shard_id, row_index), shard_id, row_index, url, caption, extra
+                )
+    return _checked_record(shard_id, row_index, row, layout, url_required=url_required)
+
+
+def _checked_record(
+    shard_id: int, row_index: int, row: tuple[Any, ...], layout: _RowLayout, *, url_required: bool
+) -> Record:
     problems: list[str] = []
     url = row[layout.url_index]
     if url is MISSING or url is None:
@@ -251,7 +301,7 @@ def _record(
         problems.append(f"{layout.url_name!r} is a {type(url).__name__}, not a string")
         url = None
     else:
-        url = url.strip()  # stray whitespace around URLs is common in scraped tables
+        url = url.strip()
         if not url:
             if url_required:
                 problems.append(f"{layout.url_name!r} is empty")
@@ -263,14 +313,14 @@ def _record(
         problems.append(f"caption is a {type(caption).__name__}, not a string")
         caption = None
     elif not caption.strip():
-        caption = None  # an empty alt-text is no alt-text: downstream tests one thing, None
+        caption = None
     extra = None
     if layout.extras:
-        values = {name: (None if row[i] is MISSING else row[i]) for name, i in layout.extras}
         try:
-            extra = json.dumps(values, ensure_ascii=False, default=_json_default, allow_nan=False)
+            extra = _extra_json(row, layout)
         except (TypeError, ValueError) as e:
             problems.append(f"extra columns cannot be stored as JSON: {e}")
+    uid = make_uid(shard_id, row_index)
     if problems:
         return Record(
             uid, shard_id, row_index, url=url, alt_text=caption, extra=extra,
@@ -297,17 +347,23 @@ def _part_records(
         else:
             rows = read_img2dataset(part.path, part.start_row, part.stop_row, layout.columns)
         for row in rows:
-            if isinstance(row, ImageRow):
+            if row.__class__ is ImageRow:
                 base = _record(shard_id, index, row.values, layout, url_required=False)
                 yield attach_image(base, row, verify=config.verify_images)
             else:
                 yield _record(shard_id, index, row, layout)
             index += 1
-        return
-    reader = READERS[fmt]
-    for row in reader(part.path, part.start_row, part.stop_row, layout.columns, part.start_offset):
-        yield _record(shard_id, index, row, layout)
-        index += 1
+    else:
+        reader = READERS[fmt]
+        for row in reader(
+            part.path, part.start_row, part.stop_row, layout.columns, part.start_offset
+        ):
+            yield _record(shard_id, index, row, layout)
+            index += 1
+    if index - first_index != part.rows:  # the format readers guarantee this; a bug otherwise
+        raise RuntimeError(
+            f"{part.path}: read {index - first_index} rows, the plan says {part.rows}"
+        )
 
 
 def read_shard(shard: InputShard, config: ReaderConfig) -> Iterator[Record]:
@@ -319,11 +375,8 @@ def read_shard(shard: InputShard, config: ReaderConfig) -> Iterator[Record]:
     layout = _RowLayout(config)
     index = 0
     for part in shard.parts:
-        for record in _part_records(shard.shard_id, index, part, config, layout):
-            yield record
-            index += 1
-    if index != shard.rows:  # the format readers guarantee this; a mismatch is a bug
-        raise RuntimeError(f"shard {shard.shard_id}: read {index} rows, the plan says {shard.rows}")
+        yield from _part_records(shard.shard_id, index, part, config, layout)
+        index += part.rows
 
 
 class ReadInput(beam.PTransform):

@@ -450,3 +450,33 @@ def test_config_normalises_inputs() -> None:
     assert ReaderConfig(["a.csv", "b.csv"]).inputs == ("a.csv", "b.csv")  # type: ignore[arg-type]
     assert ReaderConfig(["a.csv"]).input == "a.csv"  # type: ignore[arg-type]
     assert ReaderConfig("a.csv", extra_columns=["x"]).extra_columns == ("x",)  # type: ignore[arg-type]
+
+
+def test_text_extras_fast_path_writes_what_the_json_encoder_writes(tmp_path: Path) -> None:
+    from pipeline.readers import _EXTRA_JSON
+
+    values = ["plain", 'quote " and \\ backslash', "tab\tand ünïcödé ✓", "ctrl \x01"]
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"url": f"u{i}", "caption": "c", "a": v, "b": "x"}) + "\n"
+            for i, v in enumerate(values)
+        )
+    )
+    records = read_all(ReaderConfig(str(path), extra_columns=("a", "b")))
+    assert [r.extra for r in records] == [_EXTRA_JSON.encode({"a": v, "b": "x"}) for v in values]
+    assert [json.loads(r.extra)["a"] for r in records] == values
+
+
+def test_jsonl_whitespace_and_trailing_data(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('  {"url": "u0"}  \r\n{"url": "u1"} junk\n{"url": "u2"}{"url": "u3"}\n\t\n')
+    records = read_all(ReaderConfig(str(path), caption_column=None))
+    assert [(r.url, r.status) for r in records] == [
+        ("u0", "ok"),
+        (None, "invalid_row"),
+        (None, "invalid_row"),
+        (None, "invalid_row"),
+    ]
+    assert "Extra data" in records[1].error and "junk" in records[1].error
+    assert records[3].error == "empty line"
