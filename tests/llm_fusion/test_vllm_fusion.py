@@ -1,0 +1,99 @@
+"""The fusion stage on the vLLM backend, for real on CPU, in .venv-vllm (``make test`` runs it).
+
+Skipped where vLLM is not importable (the main .venv). Under greedy decoding the vLLM backend
+must give the same fused captions as transformers, inside the Beam stage; a prompt over the
+model's context, which vLLM refuses, must fail only its own row.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# before vLLM is imported: CPU KV cache, engine in this process, caches in a temp dir, offline
+_CACHE = tempfile.mkdtemp(prefix="vecap-vllm-fusion-")
+for key, value in {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CACHE_ROOT": os.path.join(_CACHE, "vllm"),
+    "TORCHINDUCTOR_CACHE_DIR": os.path.join(_CACHE, "inductor"),
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+}.items():
+    os.environ.setdefault(key, value)
+
+pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make test builds it)")
+
+from llm_fusion.config import FusionConfig  # noqa: E402
+from llm_fusion.stage import FusionStage  # noqa: E402
+from pipeline.generation import GenerationConfig  # noqa: E402
+from schemas import Status  # noqa: E402
+from tests.llm_fusion.fakes import run_transform  # noqa: E402
+from tests.llm_fusion.test_fusion_stage import rec  # noqa: E402
+
+# The tiny Llama's context is 512 positions and its small BPE splits words finely: a short
+# user prompt keeps every normal row inside it.
+SHORT_PROMPT = "Merge {alt_text} and {visual_caption} into one caption.\nCaption:"
+
+
+def _config(model, backend: str, prompt_file: str) -> FusionConfig:
+    gen = GenerationConfig(
+        model=str(model),
+        backend=backend,
+        device="cpu",
+        dtype="float32",
+        max_new_tokens=16,
+        enforce_eager=True,
+        max_model_len=512,
+        batch_size=4,
+    )
+    # the long-AltText bound is lifted so one row can overflow the context on purpose
+    return FusionConfig(generation=gen, prompt_file=prompt_file, max_alt_text_chars=20_000)
+
+
+def test_vllm_fuses_like_transformers_and_isolates_an_overlong_row(tiny_models, tmp_path):
+    prompt_file = tmp_path / "short.txt"
+    prompt_file.write_text(SHORT_PROMPT)
+    rows = [
+        rec(i, alt)
+        for i, alt in enumerate(
+            [
+                "The old bridge in Prague",
+                "Max the dog at Brighton beach",
+                "A red car in Rome",
+                "Big Ben at noon",
+                "Lake Bled in Slovenia",
+            ]
+        )
+    ]
+    rows.append(rec(5, "IMG_0001.jpg"))
+    rows.append(rec(6, "x", status=Status.TIMEOUT.value, vc=None))
+    rows.append(rec(7, "the old bridge " * 400))  # far over 512 tokens: vLLM refuses it
+
+    results = {}
+    for backend in ("transformers", "vllm"):
+        stage = FusionStage(_config(tiny_models.llm, backend, str(prompt_file)))
+        (tmp_path / backend).mkdir()
+        out = run_transform(stage, rows, tmp_path / backend)
+        assert sorted(r.uid for r in out) == [r.uid for r in rows]
+        results[backend] = {r.uid: r for r in out}
+
+    vl, hf = results["vllm"], results["transformers"]
+    for row in rows[:5]:
+        assert vl[row.uid].status == "ok"
+        assert vl[row.uid].fusion_prompt_id.startswith("short-")
+        # greedy: same tokens, same cleaning, same caption and source
+        assert (vl[row.uid].fused_caption, vl[row.uid].fusion_source) == (
+            hf[row.uid].fused_caption,
+            hf[row.uid].fusion_source,
+        )
+    assert vl[rows[5].uid].fusion_reason == "alt_file_name"
+    assert vl[rows[6].uid] == rows[6]
+    overlong = vl[rows[7].uid]
+    assert overlong.fusion_source == "visual" and overlong.fusion_reason.startswith("llm_error")
