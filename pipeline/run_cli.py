@@ -256,14 +256,11 @@ def _check_beam_args(beam_args: list[str]) -> None:
 
     if not beam_args:
         return
-    known = PipelineOptions(beam_args).get_all_options(retain_unknown_options=False)
-    unknown = []
-    for arg in beam_args:
-        if not arg.startswith("--"):
-            continue
-        name = arg[2:].split("=", 1)[0].replace("-", "_")
-        if name not in known:
-            unknown.append(arg)
+    options = PipelineOptions(beam_args)
+    # Beam keeps unparseable flags only when asked to: the difference is what it would discard
+    known = options.get_all_options(retain_unknown_options=False)
+    retained = options.get_all_options(retain_unknown_options=True)
+    unknown = sorted(f"--{name}" for name in set(retained) - set(known))
     if unknown:
         raise ConfigError(
             f"unknown option(s) {unknown}: neither vecap run nor a Beam pipeline option"
