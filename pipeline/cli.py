@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.run_cli",  # vecap run, vecap demo, vecap serve-sample
     "pipeline.export_cli",  # vecap export-json, vecap validate-json, vecap stats
     "pipeline.report_cli",  # vecap report
+    "pipeline.readers_cli",  # vecap inspect-input
     "llava_recap.cli",  # vecap make-tiny-models, vecap caption
     "clip_trainer.cli",  # vecap train, vecap eval
 )

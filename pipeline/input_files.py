@@ -111,7 +111,7 @@ def expand_inputs(inputs: Sequence[str], input_format: str | None = None) -> lis
     seen: set[str] = set()
     for spec in inputs:
         fs, path = fsspec.core.url_to_fs(spec)
-        if _has_magic(path):
+        if _has_magic(path) and not fs.exists(path):  # a real name with [ ] is not a glob
             matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
         elif fs.isdir(path):
             matches = _directory_files(fs, path, input_format)
