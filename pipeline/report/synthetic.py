@@ -127,7 +127,7 @@ def _row(
     i: int,
     rnd: random.Random,
     ok_share: float,
-    image: bytes | None,
+    images: list[bytes] | None,
     size: tuple[int, int] = (96, 72),
 ) -> dict:
     row = dict.fromkeys(RECORD_SCHEMA.names)
@@ -144,7 +144,13 @@ def _row(
         row.update(status=status, error=error)
         return row
     source = rnd.choices(["llm", "visual", "alt"], [8, 1, 1])[0]
-    jpg = image if image is not None else make_jpeg(shard_id * 1_000_003 + i, size)
+    if images:
+        # A pool of distinct images, cycled, plus distinct trailing bytes (decoders ignore data
+        # after the JPEG end marker): parquet can neither dictionary-encode nor snappy-compress
+        # them away, so file sizes stay like real images'.
+        jpg = images[i % len(images)] + rnd.randbytes(16)
+    else:
+        jpg = make_jpeg(shard_id * 1_000_003 + i, size)
     vc = _sentence(rnd, 8, 30)
     row.update(
         status=Status.OK.value,
@@ -189,18 +195,18 @@ def write_synthetic_output(
 ) -> SyntheticOutput:
     """Write ``shards`` finished shards, ``in_progress`` half-written ones, and a manifest.
 
-    ``shared_image`` reuses one JPEG for every ok row (fast, for large benchmark outputs).
+    ``shared_image`` cycles a pool of 32 JPEGs over the ok rows (fast, for large outputs).
     A half-written shard is a parquet file cut in the middle, with no stats file.
     """
     root = Path(root)
     shard_dir = root / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     rnd = random.Random(seed)
-    image = make_jpeg(seed, image_size) if shared_image else None
+    images = [make_jpeg(seed + k, image_size) for k in range(32)] if shared_image else None
     total = Counter()
     t = start_time
     for shard_id in range(shards + in_progress):
-        rows = [_row(shard_id, i, rnd, ok_share, image, image_size) for i in range(rows_per_shard)]
+        rows = [_row(shard_id, i, rnd, ok_share, images, image_size) for i in range(rows_per_shard)]
         if hostile_alt_text and shard_id == 0 and rows:
             rows[0]["alt_text"] = HOSTILE_ALT_TEXT
             rows[0].update(
