@@ -99,6 +99,7 @@ class ReadUnit:
 
     path: str
     row_group: int | None = None
+    offset: int = 0  # rows in all units before this one (row-group mode): a global row number
 
 
 def find_parquet_files(paths: Sequence[str], require_finished: bool = True) -> list[str]:
@@ -140,10 +141,13 @@ def plan_units(files: Sequence[str], n_slots: int) -> tuple[list[ReadUnit], bool
     if len(files) >= n_slots:
         return [ReadUnit(f) for f in files], False
     units = []
+    offset = 0
     for f in files:
         with fsspec.open(f, "rb") as handle:
-            n_groups = pq.ParquetFile(handle).metadata.num_row_groups
-        units.extend(ReadUnit(f, g) for g in range(n_groups))
+            metadata = pq.ParquetFile(handle).metadata
+        for g in range(metadata.num_row_groups):
+            units.append(ReadUnit(f, g, offset))
+            offset += metadata.row_group(g).num_rows
     return units, len(units) < n_slots
 
 
@@ -241,7 +245,7 @@ class ShardedCaptionDataset(IterableDataset):
 
     def _read_block(self, units: Sequence[ReadUnit], slot: int) -> Iterator[tuple[dict, int]]:
         cfg = self.config
-        for unit_index, unit in enumerate(units):
+        for unit in units:
             with fsspec.open(unit.path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 groups = None if unit.row_group is None else [unit.row_group]
@@ -251,8 +255,9 @@ class ShardedCaptionDataset(IterableDataset):
                 ):
                     keep = self._usable(batch)
                     if self.stride:
-                        numbers = np.arange(row_number, row_number + batch.num_rows)
-                        mine = (numbers + unit_index) % self.n_slots == slot
+                        # Global row numbers dealt round-robin: every row to exactly one slot.
+                        numbers = np.arange(row_number, row_number + batch.num_rows) + unit.offset
+                        mine = numbers % self.n_slots == slot
                         keep = keep & mine
                         dropped_here = ~keep & mine
                     else:
