@@ -25,7 +25,7 @@ def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     channels = []
-    for c in range(3):
+    for _ in range(3):
         fx, fy, phase = rng.uniform(0.01, 0.05, 2).tolist() + [rng.uniform(0, 6)]
         channels.append(127 + 120 * np.sin(fx * x + fy * y + phase))
     return Image.fromarray(np.stack(channels, -1).clip(0, 255).astype(np.uint8))
