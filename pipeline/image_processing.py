@@ -213,9 +213,12 @@ def _resize_target(w: int, h: int, config: ImageConfig) -> tuple[int, int] | Non
 
 def _apply_resize(img: Image.Image, target: tuple[int, int], config: ImageConfig) -> Image.Image:
     if img.size != target:
-        # reducing_gap: box-reduce first, then Lanczos over the last factor (fast and sharp).
-        gap = 2.0 if img.width > target[0] else None
-        img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=gap)
+        if img.width > target[0]:
+            # Pillow's thumbnail recipe: box-reduce by an integer factor, then bicubic over the
+            # last <2x (about Lanczos quality at ~2/3 of its cost).
+            img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        else:  # upscaling: Lanczos, as img2dataset
+            img = img.resize(target, Image.Resampling.LANCZOS)
     size = config.image_size
     if config.resize_mode == "center_crop" and img.size != (size, size):
         left = (img.width - size) // 2
