@@ -111,6 +111,41 @@ class StageTotal:
     share: float  # of all stage time
 
 
+MAX_SEGMENTS = 500  # beyond this many shards the time figure draws a band, not segments
+
+
+@dataclass(frozen=True)
+class ThroughputBand:
+    """Shard rows/s grouped by when the shards finished: the figure for many shards."""
+
+    end_s: list[float]  # bin centres, seconds since the first shard started
+    p10: list[float]
+    median: list[float]
+    p90: list[float]
+    shards: list[int]  # shards finishing in each bin
+
+
+def throughput_band(tp: Throughput, bins: int = 60) -> ThroughputBand:
+    """Percentiles of shard rows/s per finish-time bin; empty bins are left out."""
+    if not tp.shards:
+        return ThroughputBand([], [], [], [], [])
+    ends = np.array([s.end_s for s in tp.shards])
+    rates = np.array([s.rows_per_s for s in tp.shards])
+    edges = np.linspace(0.0, max(tp.wall_seconds, 1e-9), bins + 1)
+    which = np.clip(np.searchsorted(edges, ends, side="right") - 1, 0, bins - 1)
+    out = ThroughputBand([], [], [], [], [])
+    for b in range(bins):
+        r = rates[which == b]
+        if r.size:
+            out.end_s.append(float((edges[b] + edges[b + 1]) / 2))
+            lo, mid, hi = np.percentile(r, [10, 50, 90])
+            out.p10.append(float(lo))
+            out.median.append(float(mid))
+            out.p90.append(float(hi))
+            out.shards.append(int(r.size))
+    return out
+
+
 def stage_totals(stats: Iterable[ShardStats]) -> list[StageTotal]:
     """Seconds per stage summed over shards, largest first."""
     totals: dict[str, float] = {}
@@ -231,6 +266,10 @@ def lengths_svg(histograms: Mapping[str, LengthHistogram], id_prefix: str = "fig
 
 
 def throughput_svg(tp: Throughput, id_prefix: str = "fig-throughput") -> str:
+    """One segment per shard (start to finish, at its rows/s); past ``MAX_SEGMENTS`` shards,
+    a band over time instead, so the SVG stays small whatever the shard count."""
+    from matplotlib.collections import LineCollection
+
     fig, ax = _figure(6.0, 3.0)
     if not tp.shards:
         _empty(ax, "no shard timings")
@@ -238,23 +277,39 @@ def throughput_svg(tp: Throughput, id_prefix: str = "fig-throughput") -> str:
         minutes = tp.wall_seconds >= 180
         scale = 60.0 if minutes else 1.0
         unit = "min" if minutes else "s"
-        for s in tp.shards:
-            # Each shard is a segment from its start to its end, at its rows/s.
-            ax.plot(
-                [s.start_s / scale, s.end_s / scale],
-                [s.rows_per_s] * 2,
+        if len(tp.shards) <= MAX_SEGMENTS:
+            segments = [
+                [(s.start_s / scale, s.rows_per_s), (s.end_s / scale, s.rows_per_s)]
+                for s in tp.shards
+            ]
+            ax.add_collection(LineCollection(segments, colors="#1565c0", linewidths=1.5))
+            ax.scatter(
+                [s.end_s / scale for s in tp.shards],
+                [s.rows_per_s for s in tp.shards],
+                s=10,
                 color="#1565c0",
-                linewidth=1.5,
-                solid_capstyle="butt",
+                zorder=3,
+                label=f"{len(tp.shards):,} shards (start to finish)",
             )
-        ax.scatter(
-            [s.end_s / scale for s in tp.shards],
-            [s.rows_per_s for s in tp.shards],
-            s=10,
-            color="#1565c0",
-            zorder=3,
-            label="shard (start to finish)",
-        )
+        else:
+            band = throughput_band(tp)
+            x = np.asarray(band.end_s) / scale
+            ax.fill_between(
+                x,
+                band.p10,
+                band.p90,
+                color="#90caf9",
+                step="mid",
+                label="shards finishing then, 10-90%",
+            )
+            ax.plot(
+                x,
+                band.median,
+                color="#1565c0",
+                drawstyle="steps-mid",
+                linewidth=1.4,
+                label=f"median of {len(tp.shards):,} shards",
+            )
         ax.axhline(
             tp.rows_per_s,
             color="#ef6c00",
@@ -262,10 +317,11 @@ def throughput_svg(tp: Throughput, id_prefix: str = "fig-throughput") -> str:
             linewidth=1,
             label=f"whole run {tp.rows_per_s:,.1f} rows/s",
         )
+        ax.set_xlim(0, tp.wall_seconds / scale * 1.02 or 1)
         ax.set_xlabel(f"time since first shard started ({unit})")
         ax.set_ylabel("rows/s")
         top = max([tp.rows_per_s, *(s.rows_per_s for s in tp.shards)])
-        ax.set_ylim(0, top * 1.25 if top > 0 else 1)  # headroom for the legend
+        ax.set_ylim(0, top * 1.3 if top > 0 else 1)  # headroom for the legend
         ax.legend(frameon=False, fontsize=8, loc="upper left", ncols=2)
         ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Rows/s per shard over time", loc="left", fontsize=11)

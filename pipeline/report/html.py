@@ -379,7 +379,13 @@ def _shards(c: ReportContent) -> str:
             "<h3>Time per stage, summed over shards</h3><table><tr><th>stage</th>"
             f'<th class="num">time</th><th class="num">share</th></tr>{rows}</table>'
         )
-    shown = c.shards[:_MAX_SHARD_ROWS]
+    title = "Finished shards"
+    shown = c.shards
+    if len(c.shards) > _MAX_SHARD_ROWS:
+        # Too many to list: the ones worth a look, those with a note and then the slowest.
+        shown = sorted(c.shards, key=lambda s: (not s.note, s.rows_per_s, s.shard_id))
+        shown = shown[:_MAX_SHARD_ROWS]
+        title = f"Finished shards: {len(shown)} of {len(c.shards):,}, noted and slowest first"
     rows = "".join(
         f'<tr><td class="num">{s.shard_id}</td><td class="num">{s.rows:,}</td>'
         f'<td class="num">{s.ok:,}</td><td class="num">{s.seconds:,.1f}</td>'
@@ -388,12 +394,10 @@ def _shards(c: ReportContent) -> str:
         for s in shown
     )
     out.append(
-        '<h3>Finished shards</h3><table><tr><th class="num">shard</th><th class="num">rows</th>'
+        f'<h3>{esc(title)}</h3><table><tr><th class="num">shard</th><th class="num">rows</th>'
         '<th class="num">ok</th><th class="num">seconds</th><th class="num">rows/s</th>'
         f"<th>finished</th><th>note</th></tr>{rows}</table>"
     )
-    if len(c.shards) > len(shown):
-        out.append(f'<p class="note">{len(c.shards) - len(shown):,} more shards not listed.</p>')
     if c.in_progress:
         ids = ", ".join(str(i) for i in c.in_progress[:50])
         more = f" and {len(c.in_progress) - 50:,} more" if len(c.in_progress) > 50 else ""

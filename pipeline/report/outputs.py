@@ -63,16 +63,26 @@ def scan_output(output_dir: str) -> OutputScan:
     parquet_ids = {int(m.group(1)) for n in names if (m := _PARQUET_RE.match(n))}
     stats_ids = {int(m.group(1)) for n in names if (m := _STATS_RE.match(n))}
 
+    wanted = {}
     for shard_id in sorted(stats_ids):
         stem = shard_stem(shard_id)
-        stats_path = f"{shards_dir}/{stem}.stats.json"
         if shard_id not in parquet_ids:
             scan.problems.append(f"{stem}: stats file without its parquet file; shard skipped")
             continue
+        wanted[shard_id] = f"{shards_dir}/{stem}.stats.json"
+    # One batched read: object stores (gcsfs, s3fs) fetch these concurrently, which matters
+    # with tens of thousands of shards.
+    contents = fs.cat(list(wanted.values()), on_error="return") if wanted else {}
+    for shard_id, stats_path in wanted.items():
+        stem = shard_stem(shard_id)
+        data = contents.get(stats_path)
         try:
-            with fs.open(stats_path, "rb") as f:
-                stats = ShardStats.from_json(f.read().decode("utf-8"))
-        except (OSError, ValueError, TypeError) as exc:
+            if data is None:
+                raise OSError("not returned by the filesystem")
+            if isinstance(data, BaseException):
+                raise data
+            stats = ShardStats.from_json(data.decode("utf-8"))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             scan.problems.append(f"{stem}: unreadable stats file ({exc}); shard skipped")
             continue
         scan.finished.append(FinishedShard(shard_id, f"{shards_dir}/{stem}.parquet", stats))

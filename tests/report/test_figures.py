@@ -82,6 +82,27 @@ def test_throughput_and_stage_totals() -> None:
     assert totals[0].share == pytest.approx(0.75)
 
 
+def test_throughput_band_for_many_shards() -> None:
+    # Shards finishing at 1..100 s; the ones after 50 s run twice as fast.
+    stats = [
+        _stats(i, 10 * (2 if i > 50 else 1), 1000.0 + i - 1, 1000.0 + i) for i in range(1, 101)
+    ]
+    tp = figures.throughput(stats)
+    band = figures.throughput_band(tp, bins=4)
+    # every shard in exactly one bin; a shard ending on an edge goes to the later bin
+    assert band.shards == [24, 25, 25, 26]
+    assert band.median == [10.0, 10.0, 20.0, 20.0]
+    assert band.end_s == [12.5, 37.5, 62.5, 87.5]
+    assert all(lo <= mid <= hi for lo, mid, hi in zip(band.p10, band.median, band.p90, strict=True))
+    assert figures.throughput_band(figures.throughput([])).shards == []
+    many = figures.throughput(
+        [_stats(i, 10, 1000.0 + i, 1010.0 + i) for i in range(figures.MAX_SEGMENTS + 1)]
+    )
+    svg = figures.throughput_svg(many)
+    few = figures.throughput_svg(figures.throughput(stats))
+    assert len(svg) < 3 * len(few)  # the band does not grow with the shard count
+
+
 def test_length_summary() -> None:
     h = LengthHistogram(cap=100)
     h.add(np.arange(1, 11))  # 1..10

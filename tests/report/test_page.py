@@ -128,3 +128,17 @@ def test_cli_writes_report_and_prints_path(output, tmp_path: Path, capsys) -> No
     assert "not found" in capsys.readouterr().err
     args = parser.parse_args(["report", str(output.root), "--sample", "-1"])
     assert args.func(args) == 2
+
+
+def test_shard_table_lists_noted_and_slowest_first_when_long() -> None:
+    from pipeline.report.html import ReportContent, ShardRow, _shards
+
+    rows = [ShardRow(i, 10, 10, 10.0, 100.0 + i, 1.79e9) for i in range(250)]
+    rows[200] = ShardRow(200, 10, 7, 10.0, 900.0, 1.79e9, note="stats file says 10 rows")
+    html = _shards(ReportContent("t", "out", 0.0, shards=rows))
+    assert "200 of 250, noted and slowest first" in html
+    assert html.count("<tr>") == 201  # header + 200 shards
+    listed = re.findall(r'<tr><td class="num">(\d+)</td>', html)
+    assert listed[:3] == ["200", "0", "1"] and "249" not in listed
+    short = _shards(ReportContent("t", "out", 0.0, shards=rows[:3]))
+    assert "<h3>Finished shards</h3>" in short

@@ -217,3 +217,27 @@ def test_word_counts_match_python_split() -> None:
         word_counts(pa.chunked_array([pa.array(values[:3]), pa.array(values[3:])])).tolist()
         == expected
     )
+
+
+def test_report_on_an_fsspec_memory_filesystem(tmp_path: Path) -> None:
+    """Outputs on object stores go through fsspec: read and write with no local path at all."""
+    import fsspec
+
+    from pipeline.report import ReportConfig, build_report
+
+    local = write_synthetic_output(tmp_path / "out", shards=2, rows_per_shard=12, seed=5)
+    mem = fsspec.filesystem("memory")
+    for path in sorted(local.root.rglob("*")):
+        if path.is_file():
+            mem.pipe(f"/bucket/out/{path.relative_to(local.root)}", path.read_bytes())
+    mem.pipe("/bucket/out/shards/part-00005.stats.json", b"[1, 2]")  # valid JSON, not stats
+    mem.pipe("/bucket/out/shards/part-00005.parquet", b"")
+    try:
+        result = build_report(ReportConfig("memory://bucket/out", sample_size=4))
+        assert result.path == "memory://bucket/out/report.html"
+        page = mem.cat("/bucket/out/report.html").decode()
+        assert result.rows == local.rows and page.count('<article class="item">') == 4
+        assert any("part-00005" in p and "unreadable stats" in p for p in result.problems)
+        assert not mem.exists("/bucket/out/report.html.tmp")
+    finally:
+        mem.rm("/bucket", recursive=True)
