@@ -207,17 +207,20 @@ def _decode_line(line: bytes) -> str:
 
 
 class _TrackedLines:
-    """Decoded lines for ``csv.reader`` that remember the byte offset reached (for planning).
+    """Decoded lines for ``csv.reader`` that remember where each record starts and ends.
 
-    ``csv.reader`` pulls exactly the lines one record needs, so after each record ``offset`` is
-    where the next record starts.
+    ``csv.reader`` pulls exactly the lines one record needs and keeps no state between records,
+    so after each record ``offset`` is where the next one starts, and the stream may be moved.
     """
 
-    __slots__ = ("_f", "offset")
+    __slots__ = ("_f", "offset", "lines", "first_line", "first_end")
 
     def __init__(self, f: IO[bytes], offset: int = 0) -> None:
         self._f = f
         self.offset = offset
+        self.lines = 0  # lines the current record has taken
+        self.first_line = ""
+        self.first_end = offset
 
     def __iter__(self) -> _TrackedLines:
         return self
@@ -227,7 +230,16 @@ class _TrackedLines:
         if not line:
             raise StopIteration
         self.offset += len(line)
-        return _decode_line(line)
+        self.lines += 1
+        text = _decode_line(line)
+        if self.lines == 1:
+            self.first_line = text
+            self.first_end = self.offset
+        return text
+
+    def seek(self, offset: int) -> None:
+        self._f.seek(offset)
+        self.offset = offset
 
 
 def _valid_utf8(values: tuple[str, ...]) -> bool:
@@ -421,28 +433,58 @@ def read_tsv(
 # csv -----------------------------------------------------------------------------
 
 
-def _csv_header(url: str, reader: Any, lines: _TrackedLines) -> list[str]:
+# A quoted field may hold newlines, so one CSV record can take several lines. A record longer
+# than this is taken for a quote that never closed, not for an alt-text.
+_MAX_RECORD_LINES = 64
+
+
+def _csv_header(url: str, f: IO[bytes]) -> tuple[list[str], int]:
+    """The header fields and the byte offset where the first record starts."""
+    lines = _TrackedLines(f)
     try:
-        header = next(reader)
+        header = next(csv.reader(lines, strict=True))
     except StopIteration:
-        return []
+        return [], lines.offset
     except csv.Error as e:
         raise ValueError(f"{url}: cannot parse the CSV header: {e}") from e
     if not _valid_utf8(tuple(header)):
         raise ValueError(f"{url}: the CSV header is not valid UTF-8")
     if header:
         header[0] = header[0].lstrip("\ufeff")
-    return header
+    return header, lines.offset
 
 
-def _next_csv_record(reader: Any) -> list[str] | str | None:
-    """The next record, an error text for an unparseable one, or None at the end."""
-    try:
-        return next(reader)
-    except StopIteration:
-        return None
-    except csv.Error as e:
-        return f"cannot parse CSV record: {e}"
+def _csv_records(f: IO[bytes], offset: int, width: int) -> Iterator[tuple[int, list[str] | str]]:
+    """(start offset, fields or error text) for each record from byte ``offset`` on.
+
+    Strict parsing, plus one recovery rule: a record that spans several lines but does not
+    parse, has the wrong field count, or runs past ``_MAX_RECORD_LINES`` is a quote that never
+    closed. Only its first line is reported bad, and parsing resumes on the next line, so one
+    stray quote cannot swallow the rows after it. Planning and reading both go through here,
+    so they agree on where every record starts.
+    """
+    lines = _TrackedLines(f, offset)
+    lines.seek(offset)
+    reader = csv.reader(lines, strict=True)
+    while True:
+        start = lines.offset
+        lines.lines = 0
+        try:
+            record: list[str] | str = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            why = str(e)
+            if why.startswith("new-line character seen in unquoted field"):
+                why = "a bare carriage return (\\r) inside an unquoted field"
+            record = f"cannot parse CSV record ({why}): {_snippet(lines.first_line)}"
+        if lines.lines > 1 and (
+            record.__class__ is str or len(record) != width or lines.lines > _MAX_RECORD_LINES
+        ):
+            yield start, f"unterminated quoted field: {_snippet(lines.first_line)}"
+            lines.seek(lines.first_end)
+            continue
+        yield start, record
 
 
 def scan_csv(url: str, boundaries: Boundaries | None = None) -> FileScan:
@@ -451,16 +493,12 @@ def scan_csv(url: str, boundaries: Boundaries | None = None) -> FileScan:
     offsets: dict[int, int] = {}
     rows = 0
     with open_binary(url) as f:
-        lines = _TrackedLines(f)
-        reader = csv.reader(lines)
-        header = _csv_header(url, reader, lines)
-        row_start = lines.offset
-        while _next_csv_record(reader) is not None:
+        header, first = _csv_header(url, f)
+        for start, _record in _csv_records(f, first, len(header)):
             if rows == boundaries.next:
-                offsets[rows] = row_start
+                offsets[rows] = start
                 boundaries.advance()
             rows += 1
-            row_start = lines.offset
     return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
 
 
@@ -468,28 +506,19 @@ def read_csv(
     url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
 ) -> Iterator[Row]:
     with open_binary(url) as f:
-        lines = _TrackedLines(f)
-        header = _csv_header(url, csv.reader(lines), lines)
+        header, first = _csv_header(url, f)
         check_columns(url, columns, header)
         pick = tuple_getter([header.index(c) for c in columns])
         width = len(header)
-        # Past the header, lines come from a C-level iterator: the same b"\n" splitting and
-        # decoding as planning's _TrackedLines, without a Python call per line.
-        f.seek(lines.offset if start_offset is None else start_offset)
-        reader = csv.reader(map(_decode_line, f))
+        records = _csv_records(f, first if start_offset is None else start_offset, width)
         if start_offset is None:
-            for i in range(start):
-                if _next_csv_record(reader) is None:
-                    raise _file_changed(url, stop, i)
-        for i in range(start, stop):
-            try:
-                record = next(reader)
-            except StopIteration:
-                raise _file_changed(url, stop, i) from None
-            except csv.Error as e:
-                yield InvalidRow(f"cannot parse CSV record: {e}")
-                continue
-            if len(record) == width:
+            records = islice(records, start, None)
+        count = 0
+        for _offset, record in islice(records, stop - start):
+            count += 1
+            if record.__class__ is str:
+                yield InvalidRow(record)  # type: ignore[arg-type]
+            elif len(record) == width:
                 values = pick(record)
                 yield values if _valid_utf8(values) else InvalidRow("record is not valid UTF-8")
             elif not record:
@@ -499,6 +528,8 @@ def read_csv(
                     f"record has {len(record)} fields, the header has {width}: "
                     + _snippet(",".join(record))
                 )
+        if count < stop - start:
+            raise _file_changed(url, stop, start + count)
 
 
 # json (one array of objects) --------------------------------------------------------

@@ -480,3 +480,44 @@ def test_jsonl_whitespace_and_trailing_data(tmp_path: Path) -> None:
     ]
     assert "Extra data" in records[1].error and "junk" in records[1].error
     assert records[3].error == "empty line"
+
+
+def test_a_stray_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_bytes(
+        b"url,caption\r\n"
+        b'u0,"multi-line\nalt text, quoted"\r\n'
+        b'u1,"never closed\n'
+        b"u2,bare\rcr\n"
+        b'u3,"closed" then text\n'
+        + b"".join(b"u%d,c%d\n" % (i, i) for i in range(4, 12))
+        + b'u12,"open at the end\n'
+    )
+    expected = [
+        ("u0", "ok"), (None, "invalid_row"), (None, "invalid_row"), (None, "invalid_row"),
+        *[(f"u{i}", "ok") for i in range(4, 12)], (None, "invalid_row"),
+    ]  # fmt: skip
+    for shard_size in (1, 2, 5, 100):  # planning and reading agree wherever shards start
+        records = read_all(ReaderConfig(str(path), shard_size=shard_size))
+        assert _statuses(records) == expected
+    assert records[0].alt_text == "multi-line\nalt text, quoted"
+    assert records[1].error == "unterminated quoted field: 'u1,\"never closed'"
+    assert "bare carriage return" in records[2].error
+    assert records[3].error.startswith("cannot parse CSV record")
+    assert "unexpected end of data" in records[12].error
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "tsv", "tsv.gz"])
+def test_line_offsets_are_exact_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    import pipeline.table_formats as tf
+
+    monkeypatch.setattr(tf, "_CHUNK", 5)  # lines straddle chunks; some chunks hold no newline
+    rows = _rows(23)
+    path = write_table(tmp_path / f"in.{fmt}", rows)
+    for shard_size in (1, 3, 4, 23):
+        config = ReaderConfig(str(path), shard_size=shard_size)
+        shards = plan_shards(config)
+        assert all(p.start_offset is not None for s in shards for p in s.parts)
+        assert [r.url for r in read_all(config)] == [r["url"] for r in rows]
