@@ -24,6 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    EmptyPoolError,
     HTTPError,
     NewConnectionError,
     ProtocolError,
@@ -76,6 +77,9 @@ class FetchConfig:
     resolver: Resolver | None = None  # None: the OS resolver; must pickle
     verify_tls: bool = True
     pool_maxsize: int = 16  # kept-alive connections per host
+    # Politeness cap on simultaneous connections to one host (0: no cap beyond the threads);
+    # threads over the cap wait for a free connection, within the URL's deadline.
+    max_connections_per_host: int = 0
     num_pools: int = 256  # hosts whose connections are kept
 
     def __post_init__(self) -> None:
@@ -101,6 +105,10 @@ class FetchConfig:
         AddressGuard(allowed_networks=tuple(self.allowed_networks))  # validates the CIDRs
         if self.pool_maxsize < 1 or self.num_pools < 1:
             raise ValueError("pool_maxsize and num_pools must be >= 1")
+        if self.max_connections_per_host < 0:
+            raise ValueError(
+                f"max_connections_per_host must be >= 0, got {self.max_connections_per_host}"
+            )
         object.__setattr__(
             self, "opt_out_directives", tuple(d.strip().lower() for d in self.opt_out_directives)
         )
@@ -120,7 +128,7 @@ class FetchResult:
     error: str | None = None
     body: bytes | None = None
     http_status: int | None = None
-    attempts: int = 0
+    attempts: int = 0  # tries: 1 + retries made (redirect hops are not extra attempts)
     final_url: str | None = None
     content_type: str | None = None
 
@@ -272,10 +280,11 @@ class Fetcher:
             "Accept": "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
             "Accept-Encoding": "identity",
         }
+        capped = config.max_connections_per_host > 0
         self._pools = urllib3.PoolManager(
             num_pools=config.num_pools,
-            maxsize=config.pool_maxsize,
-            block=False,
+            maxsize=config.max_connections_per_host if capped else config.pool_maxsize,
+            block=capped,
             retries=False,
             cert_reqs="CERT_REQUIRED" if config.verify_tls else "CERT_NONE",
         )
@@ -288,7 +297,8 @@ class Fetcher:
         deadline = time.monotonic() + cfg.total_timeout
         current = (url or "").strip()
         visited = {current}
-        attempts = retries_used = redirects = 0
+        requested = False
+        retries_used = redirects = 0
         last_http: int | None = None
         while True:
             try:
@@ -299,9 +309,10 @@ class Fetcher:
                     raise _Failure(Status.BLOCKED_ADDRESS, str(exc)) from exc
                 except ResolutionError as exc:
                     raise _Failure(Status.CONNECTION_ERROR, str(exc)) from exc
-                attempts += 1
+                requested = True
                 outcome = self._request(target, addresses[0], deadline)
             except _Failure as failure:
+                attempts = retries_used + 1 if requested else 0
                 last_http = failure.http_status or last_http
                 wait = self._retry_wait(failure, retries_used, deadline)
                 if wait is None:
@@ -309,6 +320,7 @@ class Fetcher:
                 time.sleep(wait)
                 retries_used += 1
                 continue
+            attempts = retries_used + 1
             if isinstance(outcome, _Redirect):
                 last_http = outcome.http_status
                 nxt = urljoin(current, outcome.location)
@@ -402,8 +414,15 @@ class Fetcher:
                 redirect=False,
                 preload_content=False,
                 timeout=timeout,
+                pool_timeout=remaining,
                 assert_same_host=False,
             )
+        except EmptyPoolError as exc:
+            raise _Failure(
+                Status.TIMEOUT,
+                f"no free connection to {target.host} within {remaining:.3g} s "
+                f"(max_connections_per_host={cfg.max_connections_per_host})",
+            ) from exc
         except NewConnectionError as exc:
             raise _Failure(
                 Status.CONNECTION_ERROR,

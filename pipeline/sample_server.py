@@ -106,6 +106,8 @@ class SampleServer:
         self._hits: Counter[str] = Counter()
         self._headers: deque[tuple[str, dict[str, str]]] = deque(maxlen=1000)
         self._connections = 0
+        self._active: Counter[str] = Counter()
+        self._peak_active: Counter[str] = Counter()
         self._bomb: bytes | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -170,6 +172,11 @@ class SampleServer:
         with self._lock:
             return self._connections
 
+    def peak_concurrency(self, path: str) -> int:
+        """Most requests to ``path`` in progress at once so far (checks connection caps)."""
+        with self._lock:
+            return self._peak_active["/" + path.lstrip("/")]
+
     def request_headers(self, path: str) -> list[dict[str, str]]:
         """Headers of the recent requests to ``path`` (last 1000 requests are kept)."""
         want = "/" + path.lstrip("/")
@@ -181,6 +188,15 @@ class SampleServer:
         with self._lock:
             self._hits[path] += 1
             self._headers.append((path, headers))
+
+    def _enter(self, path: str) -> None:
+        with self._lock:
+            self._active[path] += 1
+            self._peak_active[path] = max(self._peak_active[path], self._active[path])
+
+    def _leave(self, path: str) -> None:
+        with self._lock:
+            self._active[path] -= 1
 
     def _connected(self) -> None:
         with self._lock:
@@ -218,10 +234,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         query = parse_qs(parts.query)
         self.sample._count(path, {k.lower(): v for k, v in self.headers.items()})
-        if path.startswith("/_fault/"):
-            self._fault(path[len("/_fault/") :], query)
-        else:
-            self._serve_file(path.lstrip("/"))
+        self.sample._enter(path)
+        try:
+            if path.startswith("/_fault/"):
+                self._fault(path[len("/_fault/") :], query)
+            else:
+                self._serve_file(path.lstrip("/"))
+        finally:
+            self.sample._leave(path)
 
     # helpers
     def _send(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
