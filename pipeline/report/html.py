@@ -280,6 +280,7 @@ def _gallery_item(g: GalleryItem) -> str:
     if g.ethics_flagged:
         badges.append('<span class="badge b-flag">ethics flagged</span>')
     size = f" · {g.width}×{g.height}" if g.width and g.height else ""
+    models = f"caption model: {g.caption_model or '-'}; fusion model: {g.fusion_model or '-'}"
     rows = [
         ("AltText", _text(g.alt_text)),
         ("Visual caption (VC)", _text(g.visual_caption)),
@@ -292,7 +293,8 @@ def _gallery_item(g: GalleryItem) -> str:
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (
         f'<article class="item"><div class="thumb">{thumb}</div><div class="texts">'
-        f'<div class="meta">{"".join(badges)} <code>{esc(g.uid)}</code>{esc(size)}</div>'
+        f'<div class="meta">{"".join(badges)} <code title="{esc(models)}">{esc(g.uid)}</code>'
+        f"{esc(size)}</div>"
         f'<div class="meta">{_url(g.url)}</div><dl>{dl}</dl></div></article>'
     )
 
