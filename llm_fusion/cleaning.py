@@ -256,6 +256,17 @@ def _copies_prompt(cleaned: str, instruction_text: str, shingle: int = 6) -> boo
     return hits >= max(1, (len(words) - shingle + 1) // 3)
 
 
+def _has_loop(words: list[str], max_n: int = 8) -> bool:
+    """A degenerate decoding loop: one word 4 times in a row, or a phrase 3 times in a row."""
+    for n in range(1, max_n + 1):
+        need = 4 if n == 1 else 3
+        for i in range(len(words) - n * need + 1):
+            gram = words[i : i + n]
+            if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, need)):
+                return True
+    return False
+
+
 def rejection_reason(
     cleaned: str,
     *,
@@ -280,7 +291,7 @@ def rejection_reason(
     if sum(_is_wordlike(t) for t in tokens) < min_word_fraction * len(tokens):
         return RejectReason.NON_WORDS
     words = _normalize_words(cleaned)
-    if len(words) >= 8 and len(set(words)) < 0.3 * len(words):
+    if (len(words) >= 8 and len(set(words)) < 0.3 * len(words)) or _has_loop(words):
         return RejectReason.REPETITION
     return None
 

@@ -110,6 +110,8 @@ REJECT_CASES = [
     ("#$% &&& 1x2z ### @@@ ~~~", RejectReason.NON_WORDS),
     ("xkcdq brrtzl qwrtp dog mnbvc", RejectReason.NON_WORDS),
     ("dog dog dog dog dog dog dog dog dog dog", RejectReason.REPETITION),
+    ("b ligh acrombin withying withying withying withying withying", RejectReason.REPETITION),
+    ("a dog with a ball and a ball and a ball and a ball", RejectReason.REPETITION),
 ]
 
 
@@ -130,6 +132,9 @@ ACCEPT_CASES = [
     "A small dog sits on a red sofa next to a window with white curtains.",
     # sharing one short phrase with the instructions is not an echo
     "Merge of two rivers seen from a bridge in Koblenz, with boats on the water.",
+    # a little repetition is language, not a loop
+    "New York, New York: the skyline at night with the moon, the moon over the river.",
+    "Bang bang bang: a poster of the 1966 song on a brick wall.",
 ]
 
 
