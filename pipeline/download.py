@@ -50,6 +50,7 @@ class DownloadConfig:
     max_redirects: int = 5
     max_bytes: int = 20_000_000
     verify_tls: bool = True
+    ca_certs: str | None = None  # CA bundle file; None: the system's trust store
     max_connections_per_host: int = 0  # politeness cap; 0 = up to `threads`
     # politeness and opt-out
     user_agent_token: str = "vecapbot"

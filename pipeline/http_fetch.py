@@ -76,6 +76,7 @@ class FetchConfig:
     allowed_networks: tuple[str, ...] = ()  # CIDRs let through even if private
     resolver: Resolver | None = None  # None: the OS resolver; must pickle
     verify_tls: bool = True
+    ca_certs: str | None = None  # CA bundle file; None: the system's trust store
     pool_maxsize: int = 16  # kept-alive connections per host
     # Politeness cap on simultaneous connections to one host (0: no cap beyond the threads);
     # threads over the cap wait for a free connection, within the URL's deadline.
@@ -287,6 +288,7 @@ class Fetcher:
             block=capped,
             retries=False,
             cert_reqs="CERT_REQUIRED" if config.verify_tls else "CERT_NONE",
+            ca_certs=config.ca_certs,
         )
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ import csv
 import mimetypes
 import os
 import random
+import ssl
 import struct
 import threading
 import time
@@ -86,6 +87,7 @@ class SampleServer:
         files: Mapping[str, bytes] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"the sample server binds to loopback only, not {host!r}")
@@ -100,6 +102,7 @@ class SampleServer:
         self._files.update(files or {})
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context  # serve HTTPS (tests of TLS verification and pinning)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._flaky: Counter[str] = Counter()
@@ -116,6 +119,8 @@ class SampleServer:
     def start(self) -> SampleServer:
         handler = type("Handler", (_Handler,), {"sample": self})
         self._httpd = _Server((self._host, self._port), handler)
+        if self._ssl_context is not None:
+            self._httpd.socket = self._ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
@@ -145,7 +150,8 @@ class SampleServer:
     @property
     def base_url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     def url(self, name: str) -> str:
         """Absolute URL of a served file or fault route (``name`` may carry a query)."""
