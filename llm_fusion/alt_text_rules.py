@@ -7,6 +7,7 @@ rows take the visual caption directly, with the reason recorded in ``fusion_reas
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -80,6 +81,11 @@ def normalize_for_matching(text: str) -> str:
     return re.sub(r"^\d+\s+", "", text).strip()
 
 
+@functools.lru_cache(maxsize=16)
+def _normalized_phrases(phrases: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normalize_for_matching(p) for p in phrases)
+
+
 def skip_reason(alt_text: str | None, extra_boilerplate: Iterable[str] = ()) -> SkipReason | None:
     """Why ``alt_text`` should not go to the LLM, or None when it may carry knowledge."""
     if alt_text is None:
@@ -98,8 +104,7 @@ def skip_reason(alt_text: str | None, extra_boilerplate: Iterable[str] = ()) -> 
         return SkipReason.NO_WORDS
     if normalized in DEFAULT_BOILERPLATE:
         return SkipReason.BOILERPLATE
-    extra = {normalize_for_matching(b) for b in extra_boilerplate}
-    if normalized in extra:
+    if normalized in _normalized_phrases(tuple(extra_boilerplate)):
         return SkipReason.BOILERPLATE
     if _IDENTIFIER.match(text) and sum(c.isdigit() for c in text) >= 0.3 * len(text):
         return SkipReason.NO_WORDS

@@ -8,6 +8,7 @@ in CLIP tokens. :func:`rejection_reason` says why a cleaned output must not beco
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -241,14 +242,17 @@ def _normalize_words(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", text.lower())
 
 
+@functools.lru_cache(maxsize=16)
+def _prompt_shingles(instruction_text: str, shingle: int) -> frozenset[tuple[str, ...]]:
+    words = _normalize_words(instruction_text)
+    return frozenset(tuple(words[i : i + shingle]) for i in range(len(words) - shingle + 1))
+
+
 def _copies_prompt(cleaned: str, instruction_text: str, shingle: int = 6) -> bool:
     words = _normalize_words(cleaned)
     if len(words) < shingle:
         return False
-    prompt_words = _normalize_words(instruction_text)
-    prompt_shingles = {
-        tuple(prompt_words[i : i + shingle]) for i in range(len(prompt_words) - shingle + 1)
-    }
+    prompt_shingles = _prompt_shingles(instruction_text, shingle)  # one prompt per job: cached
     hits = sum(
         tuple(words[i : i + shingle]) in prompt_shingles for i in range(len(words) - shingle + 1)
     )
