@@ -131,7 +131,8 @@ _STYLE = """
 :root{--fg:#1d1d1f;--muted:#5f6368;--line:#e3e3e3;--bg:#fafafa;--ok:#2e7d32;--bad:#c62828;--warn:#b26a00;--accent:#1565c0}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}
-header.top{background:#fff;border-bottom:1px solid var(--line);padding:16px 24px}
+header.top{background:#fff;border-bottom:1px solid var(--line);padding:16px 0}
+header.top .wrap{max-width:1240px;margin:0 auto;padding:0 24px}
 header.top h1{margin:0 0 2px;font-size:20px}
 header.top .where{color:var(--muted);font-size:13px;word-break:break-all}
 nav{margin-top:8px;font-size:13px}
@@ -209,20 +210,24 @@ def _header(c: ReportContent) -> str:
         f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
         for k, v in cards
     )
-    nav = "".join(
-        f'<a href="#{a}">{esc(t)}</a>'
-        for a, t in [
+    sections = (
+        [
             ("sample", "Sample"),
             ("failures", "Failures"),
             ("figures", "Figures"),
             ("shards", "Shards"),
-            ("manifest", "Manifest"),
         ]
+        if c.finished_shards
+        else []
     )
+    if c.problems:
+        sections.insert(0, ("problems", "Problems"))
+    sections.append(("manifest", "Manifest"))
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in sections)
     return (
-        f'<header class="top"><h1>{esc(c.title)}</h1>'
+        f'<header class="top"><div class="wrap"><h1>{esc(c.title)}</h1>'
         f'<div class="where">{esc(c.output_dir)}</div>'
-        f'<div class="cards">{card_html}</div><nav>{nav}</nav></header>'
+        f'<div class="cards">{card_html}</div><nav>{nav}</nav></div></header>'
     )
 
 

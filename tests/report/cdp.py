@@ -171,6 +171,9 @@ class Chromium:
 
     def screenshot(self, path: Path, max_height: int = 12000) -> None:
         """The whole page (up to ``max_height`` CSS px) as PNG."""
+        # Measure at the window's own size: an override left by an earlier screenshot would
+        # make a short page as tall as the last long one.
+        self.call("Emulation.clearDeviceMetricsOverride")
         metrics = self.call("Page.getLayoutMetrics")
         height = min(int(metrics["cssContentSize"]["height"]) + 1, max_height)
         self.call(
