@@ -338,7 +338,7 @@ def _failures(c: ReportContent) -> str:
                     f'<td class="num">{f.other_messages:,}</td></tr>'
                 )
             out.append(
-                f'<table><tr><th>error message</th><th class="num">rows</th></tr>{rows}</table>'
+                f'<table><tr><th>error message (URLs and long numbers masked)</th><th class="num">rows</th></tr>{rows}</table>'
             )
         if f.examples:
             ex = "".join(

@@ -89,6 +89,12 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(counts.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def mask_message_details(messages: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """URLs and long numbers masked, so messages that differ only there count together."""
+    masked = pc.replace_substring_regex(messages, r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", "<url>")
+    return pc.replace_substring_regex(masked, r"\b\d{5,}\b", "<n>")
+
+
 def scan_rows(fs: AbstractFileSystem, shards: list[FinishedShard], limits: ScanLimits) -> RowScan:
     """Scan every finished shard once, ``limits.workers`` shards at a time.
 
@@ -103,7 +109,8 @@ def scan_rows(fs: AbstractFileSystem, shards: list[FinishedShard], limits: ScanL
     def read(index: int) -> _ShardAccumulator | str:
         try:
             return _scan_shard(fs, shards[index], index, limits)
-        except (OSError, ValueError) as exc:  # arrow's errors derive from these
+        except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+            # A corrupt file or a column of an unexpected type: that shard only.
             return f"{_name(shards[index].parquet_path)}: unreadable, not counted ({exc})"
 
     for index, local in _ordered_map(read, range(len(shards)), limits.workers):
@@ -229,7 +236,9 @@ class _ShardAccumulator:
             pairs = pa.table(
                 {
                     "status": pc.fill_null(failed.column("status"), "(missing status)"),
-                    "error": pc.fill_null(failed.column("error"), NO_ERROR_MESSAGE),
+                    "error": mask_message_details(
+                        pc.fill_null(failed.column("error"), NO_ERROR_MESSAGE)
+                    ),
                 }
             )
             grouped = pairs.group_by(["status", "error"]).aggregate([([], "count_all")])

@@ -241,3 +241,31 @@ def test_report_on_an_fsspec_memory_filesystem(tmp_path: Path) -> None:
         assert not mem.exists("/bucket/out/report.html.tmp")
     finally:
         mem.rm("/bucket", recursive=True)
+
+
+def test_error_messages_group_without_their_urls_and_byte_counts() -> None:
+    from pipeline.report.rowscan import mask_message_details
+
+    messages = pa.array(
+        [
+            "HTTP 404 Not Found for https://a.example/x.jpg?q=1",
+            "HTTP 404 Not Found for http://b.example/y.png",
+            "too large: 123456789 bytes > 10485760",
+            "HTTP 503 after 3 attempts",
+        ]
+    )
+    assert mask_message_details(messages).to_pylist() == [
+        "HTTP 404 Not Found for <url>",
+        "HTTP 404 Not Found for <url>",
+        "too large: <n> bytes > <n>",
+        "HTTP 503 after 3 attempts",
+    ]
+
+
+def test_a_shard_with_a_wrongly_typed_column_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    write_synthetic_output(root, shards=2, rows_per_shard=10, seed=1)
+    pq.write_table(pa.table({"status": [1, 2, 3]}), root / "shards" / "part-00001.parquet")
+    out = scan_output(str(root))
+    scan = scan_rows(out.fs, out.finished, ScanLimits())
+    assert scan.rows == 10 and len(scan.problems) == 1 and "part-00001" in scan.problems[0]
