@@ -2,8 +2,10 @@
 
 Record -> Record, rows in == rows out. Only rows that need the LLM go through ``RunInference``;
 everything else (failed rows, rows whose caption is already chosen, AltText that carries no
-knowledge) is finished on the CPU path. A batch that fails in the model goes to the dead-letter
-output and comes back as fallback rows with the error recorded, never lost.
+knowledge) is finished on the CPU path. A batch that fails in the model is retried row by row
+(``isolate_failed_batches``); a row that still fails, or a whole batch when isolation is off
+(via RunInference's dead-letter output), comes back as a fallback row with the error recorded,
+never lost.
 """
 
 from __future__ import annotations
