@@ -330,11 +330,34 @@ def read_shard(shard: InputShard, config: ReaderConfig) -> Iterator[Record]:
         index += part.rows
 
 
+class ReadShardFn(beam.DoFn):
+    """``read_shard`` as a DoFn that also counts rows, invalid rows and shards in Beam metrics
+    (visible in the Dataflow/Flink UI while the job runs)."""
+
+    def __init__(self, config: ReaderConfig) -> None:
+        self._config = config
+        self._rows = beam.metrics.Metrics.counter("vecap.readers", "rows")
+        self._invalid = beam.metrics.Metrics.counter("vecap.readers", "invalid_rows")
+        self._shards = beam.metrics.Metrics.counter("vecap.readers", "shards")
+
+    def process(self, shard: InputShard) -> Iterator[Record]:
+        invalid = 0
+        for record in read_shard(shard, self._config):
+            if record.status != Status.OK.value:
+                invalid += 1
+            yield record
+        # once per shard: a counter update per row would cost more than the parsing
+        self._rows.inc(shard.rows)
+        self._invalid.inc(invalid)
+        self._shards.inc()
+
+
 class ReadInput(beam.PTransform):
     """Pipeline root -> PCollection[Record]: every row of the planned shards.
 
-    ``shards`` defaults to the full plan; a resumed job passes only the unfinished ones. The
-    Reshuffle keeps runners from fusing the whole read into one worker.
+    ``shards`` defaults to the full plan (made when the pipeline is built, so input errors stop
+    it before it runs); a resumed job passes only the unfinished ones. The Reshuffle keeps
+    runners from fusing the whole read into one worker.
     """
 
     def __init__(self, config: ReaderConfig, shards: Sequence[InputShard] | None = None) -> None:
@@ -348,7 +371,7 @@ class ReadInput(beam.PTransform):
             pbegin
             | "InputShards" >> beam.Create(shards)
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShard" >> beam.FlatMap(read_shard, self._config)
+            | "ReadShard" >> beam.ParDo(ReadShardFn(self._config))
         )
 
 
@@ -357,6 +380,7 @@ __all__ = [
     "FilePart",
     "InputShard",
     "ReadInput",
+    "ReadShardFn",
     "ReaderConfig",
     "add_reader_arguments",
     "plan_files",

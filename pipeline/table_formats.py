@@ -194,7 +194,10 @@ def read_parquet(
 ) -> Iterator[Row]:
     del start_offset  # parquet seeks by row group instead
     for batch in iter_parquet_batches(url, start, stop, columns):
-        yield from zip(*(batch[c] for c in columns), strict=True)
+        rows = zip(*(batch[c] for c in columns), strict=True)
+        del batch  # one batch of Python values alive at a time, not two
+        yield from rows
+        del rows
 
 
 # --------------------------------------------------------------------------- line-based text

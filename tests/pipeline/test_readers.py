@@ -521,3 +521,38 @@ def test_line_offsets_are_exact_across_chunk_boundaries(
         shards = plan_shards(config)
         assert all(p.start_offset is not None for s in shards for p in s.parts)
         assert [r.url for r in read_all(config)] == [r["url"] for r in rows]
+
+
+def _peak_read_memory(tmp_path: Path, fmt: str, n: int) -> int:
+    import tracemalloc
+
+    rows = [
+        {
+            "url": f"https://example.com/a/long/path/{i:08d}.jpg",
+            "caption": "words " * 20,
+            "lang": "en",
+        }
+        for i in range(n)
+    ]
+    path = tmp_path / f"{n}.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=5_000)
+    else:
+        write_table(path, rows)
+    del rows
+    config = ReaderConfig(str(path), shard_size=n, extra_columns=("lang",))
+    (shard,) = plan_shards(config)
+    tracemalloc.start()
+    try:
+        assert sum(1 for _ in read_shard(shard, config)) == n
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", ["csv.gz", "jsonl", "parquet"])
+def test_reading_streams_instead_of_loading_the_file(tmp_path: Path, fmt: str) -> None:
+    """Peak Python memory while reading a shard does not grow with the shard's rows."""
+    small = _peak_read_memory(tmp_path, fmt, 10_000)  # more than a parquet batch (8192)
+    large = _peak_read_memory(tmp_path, fmt, 30_000)  # ~5.4 MB of row text
+    assert large < small * 1.3 + 200_000, f"peak {small / 1e6:.2f} MB -> {large / 1e6:.2f} MB"

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -40,9 +41,16 @@ def test_read_input_yields_every_row_once(tmp_path: Path) -> None:
         )
         for i in range(20)
     ]
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
-        records = p | ReadInput(config)
-        assert_that(records | beam.Map(_summary), equal_to(expected))
+    p = BeamTestPipeline(runner=FnApiRunner())
+    records = p | ReadInput(config)
+    assert_that(records | beam.Map(_summary), equal_to(expected))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("vecap.readers"))["counters"]
+    }
+    assert counters == {"rows": 20, "invalid_rows": 1, "shards": 4}
 
 
 def test_read_input_reads_only_the_given_shards(tmp_path: Path) -> None:
