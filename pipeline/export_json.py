@@ -8,7 +8,8 @@ Policy (also written into ``<name>.export.json`` beside the splits):
   caption of the chosen kind (``fused`` -> ``fused_caption``, ``visual`` -> ``visual_caption``,
   ``alt`` -> ``alt_text``), a non-blank URL, and not ``ethics_flagged`` unless asked to include
   flagged rows; only finished shards (with a stats file) are read.
-- split: ``blake2b-64(url) % splits``, a pure function of the URL (not Python's salted ``hash``),
+- split: ``hash64(url) % splits`` (FNV-1a over the UTF-8 bytes + MurmurHash3's finaliser), a
+  pure function of the URL (not Python's salted ``hash``),
   so the same output gives the same files on every machine and a URL can only ever be in one split.
 - duplicate URLs: kept once; the first occurrence in uid order (input order) wins.
 
@@ -21,7 +22,6 @@ default) and streams the JSON entries out. Buckets per split = ceil(rows / split
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,7 +48,7 @@ CAPTION_COLUMNS: dict[str, str] = {
 }
 POLICY = (
     "status ok, non-blank caption and URL, not ethics_flagged unless include_flagged; "
-    "split = blake2b-64(url) % splits; duplicate URLs kept once, first in uid order wins"
+    "split = fnv1a64+fmix64(url) % splits; duplicate URLs kept once, first in uid order wins"
 )
 
 
@@ -113,29 +113,68 @@ def split_file_name(name: str, index: int, splits: int) -> str:
     return f"{name}-{index:0{width}d}-of-{splits:0{width}d}.json"
 
 
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: every input bit reaches every output bit (good low bits)."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def _hashes(urls: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
+    """Stable 64-bit hashes of URLs: FNV-1a over the UTF-8 bytes, then MurmurHash3's finaliser.
+
+    A pure function of the bytes (not Python's salted ``hash``), vectorised with numpy over an
+    arrow string array one byte position at a time, so the same URL gets the same split on
+    every machine and Python.
+    """
+    if not isinstance(urls, (pa.Array, pa.ChunkedArray)):
+        urls = pa.array(list(urls), pa.string())
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    urls = urls.cast(pa.large_string())  # int64 offsets whatever the input
+    n = len(urls)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    _, offsets_buf, data_buf = urls.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=urls.offset * 8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    starts = offsets[:-1]
+    lengths = offsets[1:] - starts
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    order = np.argsort(-lengths, kind="stable")  # longest first: active rows are a prefix
+    sorted_len = lengths[order]
+    sorted_start = starts[order]
+    hs = h[order]
+    for j in range(int(sorted_len[0]) if n else 0):
+        active = int(np.searchsorted(-sorted_len, -j, side="left"))  # rows with length > j
+        byte = data[sorted_start[:active] + j].astype(np.uint64)
+        hs[:active] = (hs[:active] ^ byte) * _FNV_PRIME
+    h[order] = hs
+    return _fmix64(h)
+
+
 def url_hash(url: str) -> int:
-    """Stable 64-bit hash of a URL (blake2b), the same on every machine and Python."""
-    return int.from_bytes(hashlib.blake2b(url.encode("utf-8"), digest_size=8).digest(), "little")
+    """Stable 64-bit hash of one URL (see :func:`_hashes`)."""
+    return int(_hashes([url])[0])
 
 
 def split_of(url: str, splits: int) -> int:
     return url_hash(url) % splits
 
 
-def _hashes(urls: Sequence[str]) -> np.ndarray:
-    blake = hashlib.blake2b
-    return np.fromiter(
-        (int.from_bytes(blake(u.encode("utf-8"), digest_size=8).digest(), "little") for u in urls),
-        dtype=np.uint64,
-        count=len(urls),
-    )
-
-
 def _nonblank(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(arr), ""), False)
 
 
-_SPILL_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string())])
+_SPILL_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("h", pa.uint64())])
 
 
 def export_json(config: ExportConfig) -> ExportResult:
@@ -208,11 +247,16 @@ def _spill_batch(
         keep = pc.and_(ok_caption, pc.invert(flagged))
         result.skipped_flagged += (pc.sum(ok_caption).as_py() or 0) - (pc.sum(keep).as_py() or 0)
     kept = pa.RecordBatch.from_arrays(
-        [batch.column("url"), batch.column(caption_col)], schema=_SPILL_SCHEMA
+        [batch.column("url"), batch.column(caption_col)], names=["url", "caption"]
     ).filter(keep)
     if kept.num_rows == 0:
         return
-    buckets = (_hashes(kept.column("url").to_pylist()) % np.uint64(n_buckets)).astype(np.int64)
+    hashes = _hashes(kept.column("url"))
+    kept = pa.RecordBatch.from_arrays(
+        [kept.column("url"), kept.column("caption"), pa.array(hashes, pa.uint64())],
+        schema=_SPILL_SCHEMA,
+    )
+    buckets = (hashes % np.uint64(n_buckets)).astype(np.int64)
     order = np.argsort(buckets, kind="stable")  # stable: uid order kept inside each bucket
     sorted_buckets = buckets[order]
     present = np.unique(sorted_buckets)
@@ -255,24 +299,59 @@ def _write_splits(
         result.files.append(final)
 
 
+def _first_occurrences(table: pa.Table) -> pa.Table:
+    """The rows whose URL did not appear earlier in the bucket (which is in uid order).
+
+    Vectorised on the 64-bit URL hashes; a repeated hash is checked against the URL strings, and
+    should two different URLs ever share a hash the bucket falls back to an exact set of URLs.
+    """
+    h = table.column("h").to_numpy()
+    uniq, first = np.unique(h, return_index=True)
+    if len(uniq) == len(h):
+        return table
+    keep = np.zeros(len(h), dtype=bool)
+    keep[first] = True
+    repeats = np.nonzero(~keep)[0]
+    firsts = first[np.searchsorted(uniq, h[repeats])]
+    urls = table.column("url")
+    same = pc.equal(urls.take(pa.array(repeats)), urls.take(pa.array(firsts)))
+    if not pc.all(same).as_py():  # a 64-bit collision: be exact the slow way
+        seen: set[str] = set()
+        mask = []
+        for url in urls.to_pylist():
+            mask.append(url not in seen)
+            seen.add(url)
+        return table.filter(pa.array(mask))
+    return table.filter(pa.array(keep))
+
+
+def _json_strings(arr: pa.ChunkedArray) -> pa.Array:
+    """Each string as a JSON string literal, exactly as ``json.encoder.encode_basestring``."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+    control = pc.match_substring_regex(arr, r"[\x00-\x1f]")
+    if pc.any(control).as_py():
+        # control characters need escapes like \\n and \\u0001: the C encoder, for those rows only
+        rows = arr.filter(control).to_pylist()
+        quoted = pc.replace_with_mask(
+            quoted, control, pa.array([encode_basestring(v) for v in rows])
+        )
+    return quoted
+
+
 def _write_bucket(path: str, out, first: bool) -> tuple[int, int, bool]:
     with pa.memory_map(path) as source:
         table = pa.ipc.open_stream(source).read_all()
-    urls = table.column("url").to_pylist()
-    captions = table.column("caption").to_pylist()
-    seen: set[str] = set()
-    lines: list[str] = []
-    dups = 0
-    for url, caption in zip(urls, captions, strict=False):
-        if url in seen:
-            dups += 1
-            continue
-        seen.add(url)
-        lines.append(f"{encode_basestring(url)}: {encode_basestring(caption)}")
-    if lines:
-        out.write(("\n" if first else ",\n") + ",\n".join(lines))
+    kept = _first_occurrences(table)
+    dups = table.num_rows - kept.num_rows
+    if kept.num_rows:
+        lines = pc.binary_join_element_wise(
+            _json_strings(kept.column("url")), _json_strings(kept.column("caption")), ": "
+        )
+        out.write(("\n" if first else ",\n") + ",\n".join(lines.to_pylist()))
         first = False
-    return len(lines), dups, first
+    return kept.num_rows, dups, first
 
 
 # --------------------------------------------------------------------------- validation
