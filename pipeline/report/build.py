@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import fsspec
@@ -237,7 +238,7 @@ def build_report(config: ReportConfig) -> ReportResult:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     # Write beside, then move: a reader never sees half a page (and a rerun replaces it whole).
-    tmp = f"{fs_path}.tmp"
+    tmp = f"{fs_path}.tmp-{uuid.uuid4().hex[:8]}"  # two reports at once do not collide
     with fs.open(tmp, "wb") as f:
         f.write(page.encode("utf-8"))
     fs.mv(tmp, fs_path)
