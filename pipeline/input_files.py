@@ -84,7 +84,8 @@ def _directory_files(
     fs: fsspec.AbstractFileSystem, directory: str, input_format: str | None
 ) -> list[str]:
     """The readable files directly inside a directory (not recursive, like img2dataset output)."""
-    names = sorted(p for p in fs.ls(directory, detail=False) if fs.isfile(p))
+    # detail=True: one listing call, not one metadata request per file on object stores
+    names = sorted(e["name"] for e in fs.ls(directory, detail=True) if e.get("type") == "file")
     if input_format is not None:
         wanted = _FORMAT_EXTENSIONS[input_format]
         return [p for p in names if base_extension(p) in wanted]
@@ -112,7 +113,8 @@ def expand_inputs(inputs: Sequence[str], input_format: str | None = None) -> lis
     for spec in inputs:
         fs, path = fsspec.core.url_to_fs(spec)
         if _has_magic(path) and not fs.exists(path):  # a real name with [ ] is not a glob
-            matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            found = fs.glob(path, detail=True)
+            matches = sorted(p for p, info in found.items() if info.get("type") == "file")
         elif fs.isdir(path):
             matches = _directory_files(fs, path, input_format)
         elif fs.exists(path):

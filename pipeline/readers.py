@@ -7,7 +7,7 @@ Three steps, each usable on its own:
   numbering; column errors surface here, before any pipeline runs;
 - :func:`read_shard` streams one shard's records (uid = ``make_uid(shard_id, row_index)``);
   malformed rows become ``invalid_row`` records in their place, never a crash or a gap;
-- :class:`ReadInput` is the Beam transform: shards | Reshuffle | FlatMap(read_shard), so workers
+- :class:`ReadInput` is the Beam transform: shards | Reshuffle | ParDo(read_shard), so workers
   read shards in parallel. Pass only the shards still to do when resuming.
 """
 
