@@ -286,6 +286,13 @@ def _run(args: argparse.Namespace) -> int:
     except RunFailed as e:
         print(f"vecap run: FAILED: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a stage or the runner failed: say so, keep the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"vecap run: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        print("finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        return 1
     print(
         f"{result.status}: {len(result.written)} shards, {result.rows_written} rows -> {result.output}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -205,3 +206,56 @@ def test_manifest_records_models_and_prompts(sample_table, tmp_path):
     )
     assert m["models"]["fusion"]["prompt_id"] and "{" not in m["models"]["fusion"]["prompt_id"]
     assert m["config"]["reader"]["shard_size"] == 10 and m["runs"][0]["status"] == "succeeded"
+
+
+def test_ethics_stage_with_a_blocklist_flags_and_export_excludes(sample_table, tmp_path):
+    from pipeline.export_json import ExportConfig, export_json
+
+    out = str(tmp_path / "o")
+    rows = list(csv.DictReader(open(sample_table, encoding="utf-8")))  # noqa: SIM115
+    word = rows[0]["caption"].split()[-1].strip(".,").lower()  # a word of the first AltText
+    cfg = build_pipeline_config(
+        _config(
+            sample_table,
+            out,
+            stages=["download", "caption", "ethics", "fuse"],
+            ethics={"blocklist": [word], "policy": "exclude"},
+        )
+    )
+    run_pipeline(cfg, stream=io.StringIO(), stage_overrides=FAKES)
+    got = rows_of(out)
+    flagged = [r for r in got if r["ethics_flagged"]]
+    assert flagged and all(r["status"] == "ethics_excluded" for r in flagged)
+    assert sum(s.ethics_flagged for s in finished_shards(out).values()) == len(flagged)
+    res = export_json(ExportConfig(source=out, splits=2))
+    exported = {}
+    for f in res.files:
+        exported.update(json.loads(Path(f).read_text()))
+    assert not {r["url"] for r in flagged} & exported.keys()
+    assert len(exported) == len({r["url"] for r in got if r["status"] == "ok"})
+
+
+def test_serve_sample_command(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    table = tmp_path / "t.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve-sample", "--write-table", str(table)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "http://127.0.0.1:" in line, line
+        base = line.split(" at ", 1)[1].split()[0]
+        assert "wrote" in proc.stdout.readline()
+        first = next(csv.DictReader(table.open()))
+        assert first["url"].startswith(base)
+        with urllib.request.urlopen(first["url"], timeout=10) as resp:  # loopback only
+            assert resp.read(3) == b"\xff\xd8\xff"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
