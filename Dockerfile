@@ -16,8 +16,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 # base image is needed; the GPU driver comes from the worker (Dataflow: install-nvidia-driver).
 RUN pip install torch==2.13.0
 
-# vecap with its `vllm` extra, resolved from the same pyproject.toml as a local install, so the
-# worker runs the dependencies the tests ran. apache-beam==2.77.0 is already in the base image.
+# vecap with its `vllm`, `gcs` and `s3` extras (gs:// and s3:// inputs and outputs), resolved
+# from the same pyproject.toml as a local install, so the worker runs the dependencies the tests
+# ran. apache-beam==2.77.0 is already in the base image.
 WORKDIR /opt/vecap
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
@@ -25,5 +26,5 @@ COPY pipeline ./pipeline
 COPY llava_recap ./llava_recap
 COPY llm_fusion ./llm_fusion
 COPY clip_trainer ./clip_trainer
-RUN pip install ".[vllm]" && python -c "import pipeline.run, llava_recap.stage, llm_fusion.stage, vllm"
+RUN pip install ".[vllm,gcs,s3]" && python -c "import pipeline.run, llava_recap.stage, llm_fusion.stage, vllm, gcsfs, s3fs"
 WORKDIR /
