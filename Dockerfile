@@ -11,10 +11,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# CUDA torch first, pinned to the build vLLM is compiled against so that installing vLLM does not
-# swap it: the Linux x86_64 torch wheels on PyPI bundle the CUDA runtime libraries, so no CUDA
-# base image is needed; the GPU driver comes from the worker (Dataflow: install-nvidia-driver).
-RUN pip install torch==2.13.0
+# CUDA torch and vLLM first, pinned together: vLLM 0.32.0 is the version vecap's vLLM tests run
+# (scripts/setup_vllm_venv.sh installs its CPU build) and is built against torch 2.13.0. The
+# Linux x86_64 torch wheels on PyPI bundle the CUDA runtime libraries, so no CUDA base image is
+# needed; the GPU driver comes from the worker (Dataflow: install-nvidia-driver).
+RUN pip install torch==2.13.0 vllm==0.32.0
 
 # vecap with its `vllm`, `gcs` and `s3` extras (gs:// and s3:// inputs and outputs), resolved
 # from the same pyproject.toml as a local install, so the worker runs the dependencies the tests
