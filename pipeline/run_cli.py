@@ -328,6 +328,22 @@ def demo_config_dict(input_table: str, output: str, models: Any, shard_size: int
     }
 
 
+def _quiet_libraries() -> None:
+    """The demo prints its own progress and summary: silence library chatter (Beam's root-logger
+    warnings, transformers' weight-loading bars) in this process; errors still show."""
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # transformers is a dependency; nothing to quiet without it
+        pass
+
+
 def _demo(args: argparse.Namespace) -> int:
     from llava_recap.tiny_models import build_tiny_models
     from pipeline.config import build_pipeline_config, deep_merge
@@ -338,25 +354,24 @@ def _demo(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     out = args.output
+    _quiet_libraries()
     print(f"building the tiny offline models in {args.models_dir} (once) ...", file=sys.stderr)
     models = build_tiny_models(args.models_dir)
     with SampleServer(root_dir=SAMPLE_DIR) as server:  # the bundled sample, on 127.0.0.1
-        table = sample_input_table(
-            server.base_url, Path(out).parent / f"{Path(out).name}-input" / "sample.csv"
-        )
+        table = sample_input_table(server.base_url, Path(out) / "input" / "sample.csv")
         data = demo_config_dict(str(table), out, models, args.shard_size)
         beam_args = [a for a in (getattr(args, "extra_args", None) or []) if a != "--"]
         if beam_args:
             data = deep_merge(data, {"beam_args": beam_args})
         result = run_pipeline(build_pipeline_config(data))
     export = export_json(ExportConfig(source=out, splits=args.splits, name="vecap_demo"))
-    report = validate_json(export.files)
+    validation = validate_json(export.files)
     print()
     print(format_stats(output_stats(out)))
     print()
     print(
         f"release JSON: {export.entries} URL -> caption entries in {len(export.files)} files under "
-        f"{out}/release ({'valid' if report.ok else 'INVALID: ' + '; '.join(report.errors)})"
+        f"{out}/release ({'valid' if validation.ok else 'INVALID: ' + '; '.join(validation.errors)})"
     )
     # --- REPORT: the report engineer adds the `vecap report OUT` call here -------------------
     from pipeline.report import ReportConfig, build_report
@@ -366,7 +381,7 @@ def _demo(args: argparse.Namespace) -> int:
     # -------------------------------------------------------------------------------------------
     print(f"demo done in {time.time() - t0:.1f} s: {result.rows_written} rows in {out}/shards")
     print("note: the tiny models write gibberish; see README 'Real models' for real captions.")
-    return 0 if report.ok and result.status == "succeeded" else 1
+    return 0 if validation.ok and result.status == "succeeded" else 1
 
 
 def _serve_sample(args: argparse.Namespace) -> int:

@@ -43,10 +43,10 @@ def test_demo_end_to_end_on_the_local_runner(tiny_models, tmp_path, capsys):
     elapsed = time.time() - t0
     printed = capsys.readouterr().out
     assert code == 0, printed
-    _assert_loopback_only(tmp_path / "demo-out-input" / "sample.csv")
+    _assert_loopback_only(out / "input" / "sample.csv")
     done = finished_shards(str(out))
     rows = rows_of(str(out))
-    n_input = len(list(csv.DictReader((tmp_path / "demo-out-input" / "sample.csv").open())))
+    n_input = len(list(csv.DictReader((out / "input" / "sample.csv").open())))
     assert sum(s.rows for s in done.values()) == len(rows) == n_input
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= 32  # the bundled photos; the sample also holds a few deliberate failures
