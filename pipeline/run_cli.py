@@ -373,7 +373,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"release JSON: {export.entries} URL -> caption entries in {len(export.files)} files under "
         f"{out}/release ({'valid' if validation.ok else 'INVALID: ' + '; '.join(validation.errors)})"
     )
-    # --- REPORT: the report engineer adds the `vecap report OUT` call here -------------------
+    # --- the HTML report (what `vecap report OUT` writes) ------------------------------------
     from pipeline.report import ReportConfig, build_report
 
     page = build_report(ReportConfig(output_dir=out))
