@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.report.synthetic import write_synthetic_output  # noqa: E402
 
-ROWS_PER_SHARD = int(os.environ.get("VECAP_BENCH_REPORT_ROWS_PER_SHARD", "1000"))
+ROWS_PER_SHARD = int(os.environ.get("VECAP_BENCH_REPORT_ROWS_PER_SHARD", "500"))
 # More shards than the report keeps in flight (2 x 4 workers) even at 1x, so the comparison
 # measures rows, not the read-ahead window filling up.
-SHARDS_SMALL = int(os.environ.get("VECAP_BENCH_REPORT_SHARDS", "10"))
+SHARDS_SMALL = int(os.environ.get("VECAP_BENCH_REPORT_SHARDS", "24"))
 GROWTH = 4
 
 _REPORT = """
