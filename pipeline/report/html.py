@@ -394,7 +394,7 @@ def _shards(c: ReportContent) -> str:
         shown = shown[:_MAX_SHARD_ROWS]
         title = f"Finished shards: {len(shown)} of {len(c.shards):,}, noted and slowest first"
     rows = "".join(
-        f'<tr><td class="num">{s.shard_id}</td><td class="num">{s.rows:,}</td>'
+        f'<tr><td class="num">{esc(s.shard_id)}</td><td class="num">{s.rows:,}</td>'
         f'<td class="num">{s.ok:,}</td><td class="num">{s.seconds:,.1f}</td>'
         f'<td class="num">{s.rows_per_s:,.2f}</td><td>{esc(_iso(s.finished_at))}</td>'
         f"<td>{esc(s.note)}</td></tr>"

@@ -82,12 +82,33 @@ def scan_output(output_dir: str) -> OutputScan:
             if isinstance(data, BaseException):
                 raise data
             stats = ShardStats.from_json(data.decode("utf-8"))
+            _check_stats(stats, shard_id)
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             scan.problems.append(f"{stem}: unreadable stats file ({exc}); shard skipped")
             continue
         scan.finished.append(FinishedShard(shard_id, f"{shards_dir}/{stem}.parquet", stats))
     scan.in_progress = sorted(parquet_ids - stats_ids)
     return scan
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_stats(stats: ShardStats, shard_id: int) -> None:
+    """Types the report relies on; a stats file is data from disk and may be anything."""
+    if stats.shard_id != shard_id:
+        raise ValueError(f"says shard_id {stats.shard_id!r}")
+    if not isinstance(stats.rows, int) or isinstance(stats.rows, bool) or stats.rows < 0:
+        raise ValueError(f"rows is {stats.rows!r}")
+    if not (_is_number(stats.started_at) and _is_number(stats.finished_at)):
+        raise ValueError("started_at/finished_at are not numbers")
+    for name in ("status_counts", "fusion_source_counts", "stage_seconds"):
+        value = getattr(stats, name)
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in value.items()
+        ):
+            raise ValueError(f"{name} is not a mapping of names to numbers")
 
 
 def _load_manifest(scan: OutputScan) -> None:

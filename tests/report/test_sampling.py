@@ -197,6 +197,10 @@ def test_scan_output_states(tmp_path: Path) -> None:
     (root / "shards" / "part-00007.stats.json").write_text("{not json")
     (root / "shards" / "part-00007.parquet").write_bytes(b"")
     (root / "shards" / "part-00009.stats.json").write_text("{}")  # stats without parquet
+    (root / "shards" / "part-00008.parquet").write_bytes(b"")
+    (root / "shards" / "part-00008.stats.json").write_text(
+        '{"shard_id": 8, "rows": "<b>many</b>", "started_at": 1, "finished_at": 2}'
+    )
     (root / "shards" / ".part-00003.parquet.tmp").write_bytes(b"x")  # a writer's temp file
     (root / "manifest.json").write_text("[1, 2]")
     out = scan_output(str(root))
@@ -204,6 +208,7 @@ def test_scan_output_states(tmp_path: Path) -> None:
     assert out.in_progress == [2]
     assert any("part-00007" in p and "unreadable stats" in p for p in out.problems)
     assert any("part-00009" in p and "without its parquet" in p for p in out.problems)
+    assert any("part-00008" in p and "rows is '<b>many</b>'" in p for p in out.problems)
     assert out.manifest is None and "not a JSON object" in out.manifest_error
 
 
