@@ -4,8 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
+# vLLM's CPU build lives in its own venv (it pins its own transformers): scripts/setup_vllm_venv.sh
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.vecap-vllm-stamp
+# test files with vllm-marked tests; only these are collected in .venv-vllm
+VLLM_TESTS = $(shell grep -rlE --include='test_*.py' 'mark\.vllm' tests)
 
-.PHONY: venv demo test test-fast bench lint format clean chromium
+.PHONY: venv demo test test-fast bench lint format clean chromium vllm-venv test-vllm
 
 # torch first, pinned, so pip takes the CPU wheel from this machine's disk instead of a CUDA
 # build; never torchvision (its only build here breaks transformers' processor imports).
@@ -21,8 +27,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vecap demo
 
-test: $(STAMP) chromium
-	$(PY) -m pytest -q
+test: $(STAMP) chromium $(VLLM_STAMP)
+	$(PY) -m pytest -q -m "not vllm"
+	$(VLLM_PY) -m pytest -q -m vllm $(VLLM_TESTS)
 
 # The report's browser test opens the page in Debian's chromium; installed once, then a no-op.
 # Without root or apt it says so and goes on: that test then fails with the same hint.
@@ -30,6 +37,16 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	echo "warning: could not install chromium (apt-get install -y chromium needs root); the browser test will fail"
+
+# ~2 min the first time (pip); rebuilt when the scripts or pyproject.toml change
+$(VLLM_STAMP): scripts/setup_vllm_venv.sh scripts/vllm_requirements.py scripts/patch_torchvision.py pyproject.toml
+	rm -f $(VLLM_STAMP)
+	PYTHON=$(PYTHON) bash scripts/setup_vllm_venv.sh $(VLLM_VENV)
+
+vllm-venv: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -m vllm $(VLLM_TESTS)
 
 # everything but slow tests, for the edit-test loop
 test-fast: $(STAMP)
@@ -48,4 +65,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache build *.egg-info

@@ -1,7 +1,7 @@
 """The vLLM backend of the generation layer: offline ``vllm.LLM`` in this process.
 
 vLLM pins its own transformers and torch, so it lives in its own environment (``make
-.venv-vllm`` builds the CPU one used by the tests; on GPU workers ``pip install vllm``). On CPU
+vllm-venv`` builds the CPU one, ``.venv-vllm``, used by the tests; on GPU workers ``pip install vllm``). On CPU
 set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and, to keep the engine in-process,
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
 """
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = (
     "the vllm backend needs vLLM: `pip install 'vecap[vllm]'` (CUDA) or, on CPU, "
-    "`make .venv-vllm` (scripts/setup_vllm_venv.sh), then run vecap from that environment"
+    "`make vllm-venv` (scripts/setup_vllm_venv.sh), then run vecap from that environment"
 )
 
 

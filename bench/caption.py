@@ -1,0 +1,249 @@
+"""Captioner throughput on the tiny LLaVA: Beam pipeline vs raw batched generate, batch sweep.
+
+Measured side by side in one run (the machine is noisy), best of ``--repeats``:
+
+- raw: ``Generator.generate`` on already-decoded images in batches of ``--batch-size``;
+- pipeline: ``CaptionStage`` on JPEG records on the FnApiRunner (decode, Beam batching,
+  partition/flatten included). Pipeline start-up and model load are fixed costs a real job pays
+  once per worker, so the pipeline's rate is taken from the *difference* between a large and a
+  small run: extra images / extra seconds. The end-to-end rate of the large run is printed too;
+- a batch-size sweep (1, 8, 32) of raw generate for transformers and, when ``.venv-vllm``
+  exists, for vLLM (run as a subprocess in that venv with this same file).
+
+Everything is local: tiny models built offline, no network. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+}
+PROMPT = "Describe the image concisely, less than 20 words."
+
+
+def make_images(n: int, seed: int = 0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (96 + i % 5 * 8, 128, 3), dtype=np.uint8), "RGB")
+        for i in range(n)
+    ]
+
+
+def jpeg(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def gen_config(model: Path, backend: str, batch: int, max_new: int):
+    from pipeline.generation import GenerationConfig
+
+    return GenerationConfig(
+        model=str(model),
+        backend=backend,
+        device="cpu",
+        dtype="float32",
+        max_new_tokens=max_new,
+        batch_size=batch,
+        min_batch_size=batch,
+        enforce_eager=True,
+        max_model_len=512,
+    )
+
+
+def raw_rate(generator, images, batch: int) -> float:
+    from pipeline.generation import render_chat
+
+    prompt = render_chat(generator.processor, PROMPT, image=True, fallback_template="x")
+    generator.generate([prompt] * min(batch, len(images)), images[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch]
+        out = generator.generate([prompt] * len(chunk), chunk)
+        assert len(out) == len(chunk)
+    return len(images) / (time.perf_counter() - start)
+
+
+def sweep(model: Path, backend: str, images, batches, max_new: int) -> dict[str, float]:
+    from pipeline.generation import load_generator
+
+    generator = load_generator(gen_config(model, backend, max(batches), max_new), True)
+    return {str(b): round(raw_rate(generator, images, b), 2) for b in batches}
+
+
+def pipeline_seconds(model: Path, records, batch: int, max_new: int) -> float:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from llava_recap.config import CaptionConfig
+    from llava_recap.stage import CaptionStage
+
+    config = CaptionConfig(generation=gen_config(model, "transformers", batch, max_new))
+    fd, counts = tempfile.mkstemp(suffix=".pkl")
+    os.close(fd)
+
+    def capture(rows, path=counts):
+        rows = list(rows)
+        Path(path).write_bytes(pickle.dumps([r.status for r in rows]))
+
+    start = time.perf_counter()
+    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions()) as p:
+        _ = (
+            p
+            | beam.Create(records)
+            | CaptionStage(config)
+            | beam.combiners.ToList()
+            | beam.Map(capture)
+        )
+    seconds = time.perf_counter() - start
+    statuses = pickle.loads(Path(counts).read_bytes())
+    os.unlink(counts)
+    if len(statuses) != len(records) or set(statuses) != {"ok"}:
+        raise SystemExit(f"pipeline lost or failed rows: {len(statuses)} of {len(records)}")
+    return seconds
+
+
+def vllm_sweep(models_dir: Path, n: int, batches, max_new: int) -> dict | str:
+    """Run this file's --vllm-sweep in .venv-vllm; a string says why it did not run."""
+    if not VLLM_PY.exists():
+        return "skipped: .venv-vllm not built (make vllm-venv)"
+    with tempfile.TemporaryDirectory(prefix="vecap-bench-vllm-") as cache:
+        env = {**os.environ, **VLLM_ENV}
+        env["VLLM_CACHE_ROOT"] = f"{cache}/vllm"
+        env["TORCHINDUCTOR_CACHE_DIR"] = f"{cache}/inductor"
+        cmd = [
+            str(VLLM_PY),
+            __file__,
+            "--vllm-sweep",
+            str(models_dir),
+            "--images",
+            str(n),
+            "--max-new-tokens",
+            str(max_new),
+            "--batches",
+            *map(str, batches),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        return f"failed: rc={proc.returncode}: {proc.stderr[-800:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128, help="extra images of the large run")
+    parser.add_argument("--small", type=int, default=32, help="images of the small run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--sweep-images", type=int, default=32)
+    parser.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vllm-sweep", metavar="MODELS_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.vllm_sweep:  # child mode, inside .venv-vllm
+        images = make_images(args.images)
+        rates = sweep(
+            Path(args.vllm_sweep) / "tiny-llava", "vllm", images, args.batches, args.max_new_tokens
+        )
+        print(json.dumps(rates))
+        return 0
+
+    import torch
+
+    from llava_recap.tiny_models import build_tiny_models
+    from pipeline.generation import load_generator
+    from schemas import Record, make_uid
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    work = Path(tempfile.mkdtemp(prefix="vecap-bench-caption-"))
+    models = build_tiny_models(work / "models")
+    n_big = args.small + args.images
+    images = make_images(n_big)
+    jpgs = [jpeg(im) for im in images]
+    # raw sees the same decoded pixels the pipeline's handler will see
+    from llava_recap.handler import decode_image
+
+    decoded = [decode_image(b) for b in jpgs]
+    records = [
+        Record(uid=make_uid(0, i), shard_id=0, row_index=i, jpg=b, image_format="jpeg")
+        for i, b in enumerate(jpgs)
+    ]
+    generator = load_generator(
+        gen_config(models.llava, "transformers", args.batch_size, args.max_new_tokens), True
+    )
+
+    raw_rates, pipe_rates, e2e_rates = [], [], []
+    for rep in range(args.repeats):
+        raw_rates.append(raw_rate(generator, decoded[args.small :], args.batch_size))
+        t_small = pipeline_seconds(
+            models.llava, records[: args.small], args.batch_size, args.max_new_tokens
+        )
+        t_big = pipeline_seconds(models.llava, records, args.batch_size, args.max_new_tokens)
+        pipe_rates.append(args.images / max(t_big - t_small, 1e-9))
+        e2e_rates.append(n_big / t_big)
+        print(
+            f"repeat {rep}: raw {raw_rates[-1]:.1f} img/s, pipeline {pipe_rates[-1]:.1f} img/s "
+            f"(small run {t_small:.2f}s, large run {t_big:.2f}s, end-to-end "
+            f"{e2e_rates[-1]:.1f} img/s)",
+            flush=True,
+        )
+    raw, pipe = max(raw_rates), max(pipe_rates)
+    ratio = pipe / raw
+    print(f"pipeline / raw = {ratio:.3f} (target >= 0.85)")
+
+    sweep_images = decoded[: args.sweep_images]
+    hf_sweep = sweep(models.llava, "transformers", sweep_images, args.batches, args.max_new_tokens)
+    print(f"transformers sweep (images/s by batch size): {hf_sweep}")
+    vl_sweep: dict | str = "skipped: --no-vllm"
+    if args.vllm:
+        vl_sweep = vllm_sweep(work / "models", args.sweep_images, args.batches, args.max_new_tokens)
+    print(f"vllm sweep (images/s by batch size): {vl_sweep}")
+
+    print(
+        json.dumps(
+            {
+                "pipeline_images_per_s": round(pipe, 2),
+                "raw_images_per_s": round(raw, 2),
+                "pipeline_ratio": round(ratio, 3),
+                "pipeline_end_to_end_images_per_s": round(max(e2e_rates), 2),
+                "images": args.images,
+                "batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens,
+                "sweep_transformers": hf_sweep,
+                "sweep_vllm": vl_sweep,
+                "model": "tiny-llava (random weights, CPU)",
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
