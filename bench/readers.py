@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +72,37 @@ def _write(directory: Path, rows: list[dict]) -> dict[str, Path]:
     return files
 
 
+IMAGE_ROWS = max(ROWS // 20, 100)
+
+
+def _write_images(directory: Path, n: int) -> dict[str, Path]:
+    """img2dataset-shaped inputs: its parquet (bytes column) and a webdataset tar."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 48), bytes(range(256)) * 36).save(buf, format="JPEG")
+    jpg = buf.getvalue()
+    rows = [
+        {"url": f"https://e.com/{i}.jpg", "caption": f"alt {i}", "key": f"{i:09d}",
+         "status": "success", "error_message": None, "width": 64, "height": 48, "jpg": jpg}
+        for i in range(n)
+    ]  # fmt: skip
+    files = {"img2dataset": directory / "00000.parquet", "webdataset": directory / "00000.tar"}
+    pq.write_table(pa.Table.from_pylist(rows), files["img2dataset"], row_group_size=100)
+    with tarfile.open(files["webdataset"], "w") as tar:
+        for r in rows:
+            meta = {k: v for k, v in r.items() if k != "jpg"}
+            for ext, data in (
+                ("jpg", jpg),
+                ("txt", r["caption"].encode()),
+                ("json", json.dumps(meta).encode()),
+            ):
+                info = tarfile.TarInfo(f"{r['key']}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return files
+
+
 def _pyarrow_ceiling(kind: str, path: Path) -> float:
     """Seconds for pyarrow to read the file and hand url/caption out as Python lists."""
     t = time.perf_counter()
@@ -83,35 +115,37 @@ def _pyarrow_ceiling(kind: str, path: Path) -> float:
     elif kind.startswith("jsonl"):
         table = pajson.read_json(path)
     else:
-        return float("nan")  # pyarrow has no reader for a JSON array
+        return float("nan")  # pyarrow has no reader for a JSON array or a tar
     urls, captions = table.column("url").to_pylist(), table.column("caption").to_pylist()
-    assert len(urls) == len(captions) == ROWS
+    assert len(urls) == len(captions)
     return time.perf_counter() - t
 
 
-def _record_ceiling() -> float:
+def _record_ceiling(n: int) -> float:
     """Rows/s of building the records alone (no parsing): what any reader must pay per row."""
     t = time.perf_counter()
-    for i in range(ROWS):
+    for i in range(n):
         Record(make_uid(i // SHARD, i % SHARD), i // SHARD, i % SHARD, "u", "c", '{"lang":"en"}')
-    return ROWS / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t)
 
 
-def _measure(kind: str, path: Path) -> dict:
-    config = ReaderConfig(str(path), shard_size=SHARD, extra_columns=("lang",))
-    records_only = _record_ceiling()  # measured next to each format: the machine is noisy
+def _measure(kind: str, path: Path, rows: int) -> dict:
+    extra = ("key",) if kind in ("img2dataset", "webdataset") else ("lang",)
+    config = ReaderConfig(str(path), shard_size=SHARD, extra_columns=extra)
+    records_only = _record_ceiling(rows)  # measured next to each format: the machine is noisy
     t = time.perf_counter()
     shards = plan_shards(config)
     plan_s = time.perf_counter() - t
     t = time.perf_counter()
     n = sum(1 for s in shards for _ in read_shard(s, config))
     read_s = time.perf_counter() - t
-    assert n == ROWS, (kind, n)
+    assert n == rows, (kind, n)
     pyarrow_s = _pyarrow_ceiling(kind, path)
-    read_rate = ROWS / read_s
-    pyarrow_rate = None if pyarrow_s != pyarrow_s else ROWS / pyarrow_s
+    read_rate = rows / read_s
+    pyarrow_rate = None if pyarrow_s != pyarrow_s else rows / pyarrow_s
     return {
-        "plan_rows_per_s": round(ROWS / plan_s),
+        "rows": rows,
+        "plan_rows_per_s": round(rows / plan_s),
         "read_rows_per_s": round(read_rate),
         "pyarrow_rows_per_s": None if pyarrow_rate is None else round(pyarrow_rate),
         "ratio_to_pyarrow": None if pyarrow_rate is None else round(read_rate / pyarrow_rate, 3),
@@ -123,14 +157,16 @@ def _measure(kind: str, path: Path) -> dict:
 def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        files = _write(Path(tmp), _rows(ROWS))
-        print(f"{ROWS} rows per format, shards of {SHARD}, one extra column")
+        files = {kind: (path, ROWS) for kind, path in _write(Path(tmp), _rows(ROWS)).items()}
+        images = _write_images(Path(tmp), IMAGE_ROWS)
+        files.update({kind: (path, IMAGE_ROWS) for kind, path in images.items()})
+        print(f"{ROWS} rows per table format, {IMAGE_ROWS} per image format, shards of {SHARD}")
         print(
             f"{'format':10} {'plan rows/s':>12} {'read rows/s':>12} {'pyarrow rows/s':>15} "
             f"{'ratio':>6} {'records-only rows/s':>20} {'ratio':>6}"
         )
-        for kind, path in files.items():
-            r = results[kind] = _measure(kind, path)
+        for kind, (path, rows) in files.items():
+            r = results[kind] = _measure(kind, path, rows)
             pyarrow = f"{r['pyarrow_rows_per_s']:15,}" if r["pyarrow_rows_per_s"] else f"{'-':>15}"
             ratio = f"{r['ratio_to_pyarrow']:6.2f}" if r["ratio_to_pyarrow"] else f"{'-':>6}"
             print(

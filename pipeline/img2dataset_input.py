@@ -39,6 +39,7 @@ from pipeline.table_formats import (
     iter_parquet_batches,
     scan_parquet,
 )
+from pipeline.tar_members import iter_tar_members
 from schemas import Record, Status
 
 # img2dataset names the bytes column after its encode format.
@@ -136,24 +137,17 @@ def _iter_tar_samples(
     key: str | None = None
     offset = f.tell()
     members: dict[str, bytes | None] = {}
-    # closing a TarFile given a fileobj leaves the fileobj open
-    with tarfile.open(fileobj=f, mode="r:") as tf:
-        while (member := tf.next()) is not None:
-            tf.members.clear()  # tarfile keeps every header it read; a shard has thousands
-            parts = split_key(member.name) if member.isfile() else None
-            if parts is None:
-                continue
-            k, ext = parts
-            if k != key:
-                if key is not None:
-                    yield index, key, offset, members
-                index += 1
-                key, offset, members = k, member.offset, {}
-            if index >= load_from:
-                handle = tf.extractfile(member)
-                members[ext] = handle.read() if handle is not None else None
-            else:
-                members[ext] = None
+    for name, member_offset, _size, read in iter_tar_members(f):
+        parts = split_key(name)
+        if parts is None:
+            continue
+        k, ext = parts
+        if k != key:
+            if key is not None:
+                yield index, key, offset, members
+            index += 1
+            key, offset, members = k, member_offset, {}
+        members[ext] = read() if index >= load_from else None
     if key is not None:
         yield index, key, offset, members
 
