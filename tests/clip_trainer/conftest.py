@@ -52,3 +52,15 @@ def shapes_eval(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_eval_set(
         tmp_path_factory.mktemp("shapes_eval") / "eval.parquet", image_size=32
     )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other
+    processes made a training step ~15x slower than a single thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -83,7 +83,7 @@ def test_gathered_loss_gives_the_global_batch_gradient() -> None:
         assert p.exitcode == 0
     for rank in range(2):
         loss, grads = results[rank]
-        assert abs(loss - float(full)) < 1e-5  # every rank sees the global-batch loss
+        assert abs(loss - float(full.detach())) < 1e-5  # every rank sees the global-batch loss
         local = slice(rank * 4, rank * 4 + 4)
         # Each rank's gradient reaches only its own features, and DDP divides by the world size.
         expected = torch.cat([image.grad[local], text.grad[local]]) / 2

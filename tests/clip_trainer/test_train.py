@@ -1,0 +1,153 @@
+"""The training loop end to end on the tiny model (CPU): it learns, it resumes exactly, the CLI
+drives it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clip_trainer.checkpoint import list_checkpoints, load_trainer_state
+from clip_trainer.data import DataConfig
+from clip_trainer.evaluate import EvalConfig, evaluate
+from clip_trainer.model import ModelConfig
+from clip_trainer.optim import OptimConfig
+from clip_trainer.train import TrainConfig, train
+from pipeline.cli import build_parser
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_clip_learns_shapes(tmp_path: Path, shapes_train: Path, shapes_eval: Path) -> None:
+    config = TrainConfig(
+        data=DataConfig(paths=(str(shapes_train),), shuffle_buffer=256, hflip_prob=0.0),
+        model=ModelConfig(arch="tiny"),
+        optim=OptimConfig(lr=2e-3, warmup_steps=15, weight_decay=0.1),
+        output_dir=str(tmp_path / "run"),
+        steps=150,
+        batch_size=64,
+        num_workers=0,
+        log_every=25,
+        save_every=1000,
+    )
+    result = train(config)
+    assert result.finished and result.step == 150
+    metrics = _metrics(result.metrics_path)
+    assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
+    assert metrics[-1]["caption_sources"]["vec"] + metrics[-1]["caption_sources"]["alt"] == 150 * 64
+    scores = evaluate(EvalConfig(model=str(result.model_dir), retrieval=str(shapes_eval)))[
+        "retrieval"
+    ]
+    chance = 1 / scores["n_images"]  # 24 distinct colour x shape captions: ~0.042
+    r1 = (scores["image_to_text_R@1"] + scores["text_to_image_R@1"]) / 2
+    assert r1 > 5 * chance, scores
+
+
+def _resume_config(tmp_path: Path, data: Path, name: str, **changes) -> TrainConfig:
+    base = TrainConfig(
+        data=DataConfig(paths=(str(data),), shuffle_buffer=32, units_per_block=2),
+        model=ModelConfig(arch="tiny"),
+        optim=OptimConfig(lr=1e-3, warmup_steps=2),
+        output_dir=str(tmp_path / name),
+        steps=6,
+        batch_size=8,
+        num_workers=2,  # 3 batches at the cut: the resumed loader must rotate its workers
+        log_every=1,
+        save_every=3,
+        mixed_precision="no",
+    )
+    return replace(base, **changes)
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(tmp_path: Path, shapes_run: Path) -> None:
+    straight = train(_resume_config(tmp_path, shapes_run, "straight"))
+    first = train(_resume_config(tmp_path, shapes_run, "split", stop_after=3))
+    assert not first.finished and first.step == 3
+    second = train(_resume_config(tmp_path, shapes_run, "split"))
+    assert second.finished and second.step == 6
+
+    # same data position at the cut
+    _, data_straight = load_trainer_state(tmp_path / "straight" / "checkpoints" / "step-00000003")
+    state_split, data_split = load_trainer_state(
+        tmp_path / "split" / "checkpoints" / "step-00000003"
+    )
+    assert state_split["step"] == 3
+    assert data_split["positions"] == data_straight["positions"] and data_split["batches"] == 3
+    # same losses after it, one metrics line per step (nothing duplicated by the restart)
+    a, b = _metrics(straight.metrics_path), _metrics(second.metrics_path)
+    assert [m["step"] for m in b] == list(range(1, 7))
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+        assert x["lr"] == pytest.approx(y["lr"])
+        assert x["caption_sources"] == y["caption_sources"]
+    # same weights at the end
+    wa = load_file(straight.model_dir / "model.safetensors")
+    wb = load_file(second.model_dir / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert len(list_checkpoints(tmp_path / "split")) == 2  # step 3 and step 6, keep=2
+
+    with pytest.raises(FileExistsError, match="resume"):
+        train(_resume_config(tmp_path, shapes_run, "split", resume=None))
+
+
+@pytest.mark.slow
+def test_cli_train_then_eval(tmp_path: Path, shapes_run: Path, shapes_eval: Path) -> None:
+    parser = build_parser(("clip_trainer.cli",))
+    out = tmp_path / "cli-run"
+    args = parser.parse_args(
+        [
+            "train",
+            str(shapes_run),
+            "--output",
+            str(out),
+            "--steps",
+            "2",
+            "--arch",
+            "tiny",
+            "--tokenizer",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--grad-accum",
+            "2",
+            "--warmup",
+            "1",
+            "--log-every",
+            "1",
+            "--tensorboard",
+            "--vec-prob",
+            "1.0",
+            "--vec-field",
+            "visual_caption",
+        ]
+    )
+    assert args.func(args) == 0
+    metrics = _metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    sources = metrics[-1]["caption_sources"]
+    assert sources["alt"] == 0 and sources["vec"] + sources["alt_fallback"] == 2 * 2 * 8
+    assert any((out / "tensorboard").iterdir())
+    model_dir = out / "checkpoints" / "step-00000002" / "model"
+    assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+
+    result_path = tmp_path / "eval.json"
+    args = parser.parse_args(
+        ["eval", str(model_dir), "--retrieval", str(shapes_eval), "--output", str(result_path)]
+    )
+    assert args.func(args) == 0
+    assert json.loads(result_path.read_text())["retrieval"]["n_images"] == 24.0
+
+    bad = parser.parse_args(
+        ["train", str(shapes_run), "--output", str(out), "--steps", "2", "--vec-prob", "2"]
+    )
+    assert bad.func(bad) == 2
