@@ -57,18 +57,43 @@ from pipeline.shard_plan import (
 )
 from pipeline.table_formats import (
     MISSING,
-    READERS,
-    SCANNERS,
     Boundaries,
     FileScan,
     InvalidRow,
     check_columns,
+    read_parquet,
+    scan_parquet,
     tuple_getter,
+)
+from pipeline.text_formats import (
+    read_csv,
+    read_json,
+    read_jsonl,
+    read_tsv,
+    scan_csv,
+    scan_json,
+    scan_jsonl,
+    scan_tsv,
 )
 from schemas import Record, Status, make_uid
 
 # Footer reads are latency-bound on object stores: scan many parquet files at once.
 _PARQUET_SCAN_THREADS = 16
+
+SCANNERS = {
+    "parquet": scan_parquet,
+    "jsonl": scan_jsonl,
+    "json": scan_json,
+    "csv": scan_csv,
+    "tsv": scan_tsv,
+}
+READERS = {
+    "parquet": read_parquet,
+    "jsonl": read_jsonl,
+    "json": read_json,
+    "csv": read_csv,
+    "tsv": read_tsv,
+}
 
 
 # --------------------------------------------------------------------------- planning

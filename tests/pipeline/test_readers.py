@@ -326,7 +326,7 @@ def test_a_broken_json_array_fails_at_planning(tmp_path: Path, text: str) -> Non
 def test_json_array_streams_across_chunk_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.table_formats as tf
+    import pipeline.text_formats as tf
 
     monkeypatch.setattr(tf, "_CHUNK", 7)  # every element and number straddles chunks
     rows = [
@@ -511,7 +511,7 @@ def test_a_stray_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -> Non
 def test_line_offsets_are_exact_across_chunk_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    import pipeline.table_formats as tf
+    import pipeline.text_formats as tf
 
     monkeypatch.setattr(tf, "_CHUNK", 5)  # lines straddle chunks; some chunks hold no newline
     rows = _rows(23)
