@@ -93,6 +93,8 @@ def test_vllm_fuses_like_transformers_and_isolates_an_overlong_row(tiny_models, 
             hf[row.uid].fused_caption,
             hf[row.uid].fusion_source,
         )
+    # the comparison covered real generated text, not only fallbacks
+    assert any(vl[row.uid].fusion_source == "llm" for row in rows[:5])
     assert vl[rows[5].uid].fusion_reason == "alt_file_name"
     assert vl[rows[6].uid] == rows[6]
     overlong = vl[rows[7].uid]
