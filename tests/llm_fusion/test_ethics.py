@@ -167,3 +167,21 @@ def test_ethics_config_validation() -> None:
         EthicsConfig(on_unparseable="maybe")
     with pytest.raises(TypeError):
         EthicsConfig(blocklist="gore")
+
+
+@pytest.mark.slow
+def test_tiny_llama_answers_the_ethics_question(tiny_models, tmp_path) -> None:
+    gen = GenerationConfig(model=str(tiny_models.llm), max_new_tokens=4, batch_size=4)
+    cfg = EthicsConfig(enabled=True, generation=gen, blocklist=("gore",), policy="exclude")
+    rows = [rec(i, f"A walk along the old bridge number {i}") for i in range(4)]
+    rows.append(rec(4, "gore"))
+    out = {r.row_index: r for r in run_transform(EthicsCheckStage(cfg), rows, tmp_path)}
+    assert len(out) == len(rows)
+    for i in range(4):  # a random-weight model: any verdict, but always a decided, explained row
+        assert isinstance(out[i].ethics_flagged, bool)
+        if out[i].ethics_flagged:
+            assert out[i].status == Status.ETHICS_EXCLUDED.value
+        elif out[i].ethics_reason is not None:
+            assert out[i].ethics_reason.startswith("llm_unparseable: ")
+    assert out[4].status == Status.ETHICS_EXCLUDED.value
+    assert out[4].ethics_reason == "blocklist: gore"
