@@ -22,6 +22,8 @@ class ReaderConfig:
     url_column: str = "url"
     caption_column: str | None = "caption"  # None: the input has no alt-text
     extra_columns: tuple[str, ...] = ()  # kept in Record.extra as a JSON object
+    # csv/tsv without a header line: the names of its columns in order (CC3M's TSV: caption,url)
+    column_names: tuple[str, ...] = ()
     shard_size: int = 10_000
     # img2dataset inputs: decode every image fully (catches truncated bytes) instead of the header
     verify_images: bool = False
@@ -46,6 +48,12 @@ class ReaderConfig:
         if not all(isinstance(c, str) and c for c in extras) or len(set(extras)) != len(extras):
             raise ValueError(f"extra_columns must be distinct column names, got {extras!r}")
         object.__setattr__(self, "extra_columns", extras)
+        names = tuple(self.column_names)
+        if not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
+            raise ValueError(f"column_names must be distinct column names, got {names!r}")
+        if names and self.input_format not in (None, "csv", "tsv"):
+            raise ValueError("column_names (a headerless table) applies to csv and tsv inputs only")
+        object.__setattr__(self, "column_names", names)
         if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
             raise ValueError(
                 f"shard_size must be between 1 and {MAX_SHARD_SIZE}, got {self.shard_size}"
@@ -85,6 +93,10 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
         "--extra-columns", default="", metavar="COL,COL",
         help="comma-separated input columns to keep (stored in the 'extra' JSON column)",
     )  # fmt: skip
+    group.add_argument(
+        "--column-names", default="", metavar="COL,COL",
+        help="csv/tsv without a header line: its column names in order (e.g. caption,url)",
+    )  # fmt: skip
     group.add_argument("--shard-size", type=int, default=10_000, help="rows per input shard")
     group.add_argument(
         "--verify-images", action=argparse.BooleanOptionalAction, default=False,
@@ -99,6 +111,7 @@ def reader_config_from_args(args: argparse.Namespace) -> ReaderConfig:
         url_column=args.url_column,
         caption_column=args.caption_column or None,
         extra_columns=tuple(c.strip() for c in args.extra_columns.split(",") if c.strip()),
+        column_names=tuple(c.strip() for c in args.column_names.split(",") if c.strip()),
         shard_size=args.shard_size,
         verify_images=args.verify_images,
     )

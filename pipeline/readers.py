@@ -80,6 +80,8 @@ from schemas import Record, Status, make_uid
 # Footer reads are latency-bound on object stores: scan many parquet files at once.
 _PARQUET_SCAN_THREADS = 16
 
+# formats whose files may come without a header line (ReaderConfig.column_names)
+_HEADERLESS_FORMATS = frozenset({"csv", "tsv"})
 SCANNERS = {
     "parquet": scan_parquet,
     "jsonl": scan_jsonl,
@@ -111,7 +113,11 @@ def _resolve_format(url: str, config: ReaderConfig) -> str:
     return fmt
 
 
-def _scan(url: str, file_format: str, boundaries: Boundaries | None) -> FileScan:
+def _scan(
+    url: str, file_format: str, boundaries: Boundaries | None, names: Sequence[str] = ()
+) -> FileScan:
+    if file_format in _HEADERLESS_FORMATS:
+        return SCANNERS[file_format](url, boundaries, names=names)
     if file_format == "webdataset":
         return scan_webdataset(url, boundaries)
     if file_format == "img2dataset":
@@ -141,6 +147,12 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
     """Every input file with its format, row count and shard-boundary offsets, in plan order."""
     urls = expand_inputs(config.inputs, config.input_format)
     formats = [_resolve_format(u, config) for u in urls]
+    if config.column_names:
+        others = [u for u, f in zip(urls, formats, strict=True) if f not in _HEADERLESS_FORMATS]
+        if others:
+            raise ValueError(
+                f"column names (a headerless table) apply to csv and tsv only, not {others[0]!r}"
+            )
     # Parquet counts come from footers and need no boundary offsets: fetch them concurrently.
     footer_scans: dict[str, FileScan] = {}
     footer_urls = [u for u, f in zip(urls, formats, strict=True) if f in ("parquet", "img2dataset")]
@@ -162,7 +174,7 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
             boundaries = Boundaries(
                 first_boundary(global_pos, config.shard_size), config.shard_size
             )
-            scan = _scan(url, fmt, boundaries)
+            scan = _scan(url, fmt, boundaries, config.column_names)
         fmt = _check_scan(url, fmt, scan, config)
         planned.append(PlannedFile(url, fmt, scan.rows, scan.offsets))
         global_pos += scan.rows
@@ -330,10 +342,11 @@ def _part_records(
                 yield _record(shard_id, index, row, layout)
             index += 1
     else:
-        reader = READERS[fmt]
-        for row in reader(
-            part.path, part.start_row, part.stop_row, layout.columns, part.start_offset
-        ):
+        names = {"names": config.column_names} if fmt in _HEADERLESS_FORMATS else {}
+        rows = READERS[fmt](
+            part.path, part.start_row, part.stop_row, layout.columns, part.start_offset, **names
+        )
+        for row in rows:
             yield _record(shard_id, index, row, layout)
             index += 1
     if index - first_index != part.rows:  # the format readers guarantee this; a bug otherwise

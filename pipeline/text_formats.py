@@ -212,10 +212,10 @@ def _tsv_header(url: str, f: IO[bytes]) -> list[str]:
     return text.rstrip("\r\n").split("\t")
 
 
-def scan_tsv(url: str, boundaries: Boundaries | None = None) -> FileScan:
+def scan_tsv(url: str, boundaries: Boundaries | None = None, names: Sequence[str] = ()) -> FileScan:
     boundaries = boundaries or no_boundaries()
     with open_binary(url) as f:
-        header = _tsv_header(url, f)
+        header = list(names) or _tsv_header(url, f)
         rows, offsets = _count_lines(f, f.tell(), boundaries)
     return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
 
@@ -234,10 +234,15 @@ def _tsv_invalid(line: bytes, width: int) -> InvalidRow:
 
 
 def read_tsv(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str,
+    start: int,
+    stop: int,
+    columns: Sequence[str],
+    start_offset: int | None = None,
+    names: Sequence[str] = (),
 ) -> Iterator[Row]:
     with open_binary(url) as f:
-        header = _tsv_header(url, f)
+        header = list(names) or _tsv_header(url, f)
         check_columns(url, columns, header)
         pick = tuple_getter([header.index(c) for c in columns])
         width = len(header)
@@ -317,13 +322,13 @@ def _csv_records(f: IO[bytes], offset: int, width: int) -> Iterator[tuple[int, l
         yield start, record
 
 
-def scan_csv(url: str, boundaries: Boundaries | None = None) -> FileScan:
+def scan_csv(url: str, boundaries: Boundaries | None = None, names: Sequence[str] = ()) -> FileScan:
     """Counts CSV records (not lines: a quoted field may hold newlines) in one streaming pass."""
     boundaries = boundaries or no_boundaries()
     offsets: dict[int, int] = {}
     rows = 0
     with open_binary(url) as f:
-        header, first = _csv_header(url, f)
+        header, first = (list(names), 0) if names else _csv_header(url, f)
         for start, _record in _csv_records(f, first, len(header)):
             if rows == boundaries.next:
                 offsets[rows] = start
@@ -333,10 +338,16 @@ def scan_csv(url: str, boundaries: Boundaries | None = None) -> FileScan:
 
 
 def read_csv(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str,
+    start: int,
+    stop: int,
+    columns: Sequence[str],
+    start_offset: int | None = None,
+    names: Sequence[str] = (),
 ) -> Iterator[Row]:
+    """``names``: the columns of a file without a header line (all its lines are rows)."""
     with open_binary(url) as f:
-        header, first = _csv_header(url, f)
+        header, first = (list(names), 0) if names else _csv_header(url, f)
         check_columns(url, columns, header)
         pick = tuple_getter([header.index(c) for c in columns])
         width = len(header)

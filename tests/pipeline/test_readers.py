@@ -556,3 +556,33 @@ def test_reading_streams_instead_of_loading_the_file(tmp_path: Path, fmt: str) -
     small = _peak_read_memory(tmp_path, fmt, 10_000)  # more than a parquet batch (8192)
     large = _peak_read_memory(tmp_path, fmt, 30_000)  # ~5.4 MB of row text
     assert large < small * 1.3 + 200_000, f"peak {small / 1e6:.2f} MB -> {large / 1e6:.2f} MB"
+
+
+def test_headerless_tables_take_their_column_names_from_the_config(tmp_path: Path) -> None:
+    # CC3M's training TSV: no header, caption first, and captions with quotes
+    tsv = tmp_path / "Train_GCC-training.tsv"
+    tsv.write_text(
+        'a "quoted" dog\thttps://e.com/0.jpg\nsunset\thttps://e.com/1.jpg\n\nonly one field\n'
+    )
+    config = ReaderConfig(str(tsv), column_names=("caption", "url"), shard_size=2)
+    records = read_all(config)
+    assert [(r.url, r.alt_text, r.status) for r in records] == [
+        ("https://e.com/0.jpg", 'a "quoted" dog', "ok"),
+        ("https://e.com/1.jpg", "sunset", "ok"),
+        (None, None, "invalid_row"),
+        (None, None, "invalid_row"),
+    ]
+    csv_path = tmp_path / "urls.csv.gz"
+    csv_path.write_bytes(gzip.compress(b"https://e.com/0.jpg,x\nhttps://e.com/1.jpg,y\n"))
+    records = read_all(ReaderConfig(str(csv_path), column_names=("url", "caption"), shard_size=1))
+    assert [(r.url, r.alt_text) for r in records] == [
+        ("https://e.com/0.jpg", "x"),
+        ("https://e.com/1.jpg", "y"),
+    ]
+    with pytest.raises(ValueError, match=r"'url'.*columns found: 'a', 'b'"):
+        plan_shards(ReaderConfig(str(tsv), column_names=("a", "b")))
+    parquet = write_table(tmp_path / "t.parquet", _rows(2))
+    with pytest.raises(ValueError, match="csv and tsv only"):
+        plan_shards(ReaderConfig(str(parquet), column_names=("url", "caption")))
+    with pytest.raises(ValueError, match="csv and tsv"):
+        ReaderConfig("x.parquet", input_format="parquet", column_names=("url",))

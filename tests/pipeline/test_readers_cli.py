@@ -18,13 +18,14 @@ def test_flags_build_the_config() -> None:
     args = parser.parse_args(
         ["--input", "a/*.csv", "--input", "gs://b/c.parquet", "--url-column", "link",
          "--caption-column", "", "--extra-columns", "lang, score", "--shard-size", "500",
-         "--verify-images"]
+         "--column-names", "caption,url", "--verify-images"]
     )  # fmt: skip
     assert reader_config_from_args(args) == ReaderConfig(
         input=("a/*.csv", "gs://b/c.parquet"),
         url_column="link",
         caption_column=None,
         extra_columns=("lang", "score"),
+        column_names=("caption", "url"),
         shard_size=500,
         verify_images=True,
     )
