@@ -58,7 +58,7 @@ _FORMAT_NAMES: dict[str, str] = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png"}
 # rows per parquet batch: image bytes make rows big (tens of KB each)
 _IMAGE_BATCH_ROWS = 256
 # webdataset: key = path up to the first dot of the file name, extension = the rest
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -142,7 +142,7 @@ def _iter_tar_samples(
         if parts is None:
             continue
         k, ext = parts
-        if k != key:
+        if k != key or ext in members:  # as webdataset: a repeated extension starts a sample
             if key is not None:
                 yield index, key, offset, members
             index += 1

@@ -232,3 +232,21 @@ def test_verify_images_catches_truncated_bytes(tmp_path: Path) -> None:
     assert lenient.status == "ok"  # the header alone looks fine
     (strict,) = read_all(ReaderConfig(str(path), verify_images=True))
     assert strict.status == Status.DECODE_ERROR.value and "truncated" in strict.error
+
+
+def test_webdataset_keys_follow_webdataset() -> None:
+    from pipeline.img2dataset_input import split_key
+
+    assert split_key("00000/000000012.jpg") == ("00000/000000012", "jpg")
+    assert split_key("dir.v1/sample.seg.PNG") == ("dir.v1/sample", "seg.png")
+    assert split_key("README") is None
+
+
+def test_a_repeated_extension_starts_a_new_sample(tmp_path: Path) -> None:
+    img = _image(4, 4)
+    path = _write_tar(
+        tmp_path / "dup.tar",
+        [("k", {"jpg": img, "txt": b"first"}), ("k", {"jpg": img, "txt": b"second"})],
+    )
+    records = read_all(ReaderConfig(str(path)))
+    assert [(r.alt_text, r.status) for r in records] == [("first", "ok"), ("second", "ok")]
