@@ -58,8 +58,22 @@ class RunConfig:
     overwrite: bool = False  # redo every shard instead of skipping finished ones
     progress: bool = True
     beam_args: tuple[str, ...] = ()  # passed to Beam's PipelineOptions unchanged
+    # with `source`: rows of the earlier output with these statuses are set back to ok and go
+    # through this run's stages again (e.g. caption_failed after an OOM, or a transient
+    # http_error with the download stage listed)
+    retry_statuses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from schemas.status import FAILURE_STATUSES
+
+        object.__setattr__(self, "retry_statuses", tuple(self.retry_statuses))
+        bad = [s for s in self.retry_statuses if s not in FAILURE_STATUSES]
+        if bad:
+            raise ConfigError(
+                f"retry: {bad} are not failure statuses; known: {sorted(FAILURE_STATUSES)}"
+            )
+        if self.retry_statuses and self.source is None:
+            raise ConfigError("retry applies to rows of an earlier output: use it with --from")
         if not self.output:
             raise ConfigError("output is required (a directory or fsspec URL)")
         stages = tuple(self.stages)
@@ -223,7 +237,7 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> 
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
-_TOP_KEYS = ("input", "output", "stages", "from", "overwrite", "progress", "beam_args")
+_TOP_KEYS = ("input", "output", "stages", "from", "overwrite", "progress", "beam_args", "retry")
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
 
@@ -244,6 +258,11 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
         overwrite=bool(data.get("overwrite", False)),
         progress=bool(data.get("progress", True)),
         beam_args=tuple(data.get("beam_args") or ()),
+        retry_statuses=tuple(
+            [s.strip() for s in data["retry"].split(",") if s.strip()]
+            if isinstance(data.get("retry"), str)
+            else data.get("retry") or ()
+        ),
     )
 
     reader = None
@@ -280,10 +299,13 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
 
         section = dict(data.get("ethics") or {})
         section["enabled"] = True
-        # VeCLIP asked the fusion LLM; a blocklist-only check needs no model
-        if "generation" not in section and not (
-            section.get("blocklist") or section.get("blocklist_file")
-        ):
+        # VeCLIP asked the fusion LLM: the ethics generation defaults to the fusion one (keys
+        # given under ethics.generation override it); a blocklist-only check needs no model
+        if "generation" in section:
+            section["generation"] = deep_merge(
+                fusion_section["generation"], section["generation"] or {}
+            )
+        elif not (section.get("blocklist") or section.get("blocklist_file")):
             section["generation"] = fusion_section["generation"]
         ethics = dataclass_from_dict(EthicsConfig, section, "ethics")
 

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write NAME-00-of-NN.json ... files, each one JSON object mapping image URL to "
             "caption, from the finished shards of OUT. Rows: status ok with a non-blank caption; "
-            "split = a stable 64-bit hash of the URL %% NN; a duplicate URL is kept once (first in uid order)."
+            "split = a stable 64-bit hash of the URL modulo NN; a duplicate URL is kept once (first in uid order)."
         ),
     )
     p.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")

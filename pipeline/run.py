@@ -20,7 +20,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -47,7 +47,9 @@ from pipeline.writer import (
     shards_dir,
     write_shard,
 )
+from schemas.record import Record
 from schemas.stats import ShardStats
+from schemas.status import Status
 
 
 class RunFailed(RuntimeError):
@@ -104,6 +106,7 @@ def _fingerprint(config: PipelineConfig, shard_rows: dict[int, int], models: dic
         "shard_size": config.reader.shard_size if config.reader else None,
         "shards": sorted(shard_rows.items()),
         "stages": list(config.stages),
+        "retry": list(config.run.retry_statuses),
         "models": {
             k: {kk: v.get(kk) for kk in ("model", "prompt_id", "prompt_text")}
             for k, v in models.items()
@@ -204,20 +207,29 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
 class ReadEarlierOutput(beam.PTransform):
     """Pipeline root -> the records of an earlier vecap output's finished shards (``--from``)."""
 
-    def __init__(self, source: str, shard_ids: Sequence[int]) -> None:
+    def __init__(
+        self, source: str, shard_ids: Sequence[int], retry_statuses: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self._source = source
         self._shard_ids = list(shard_ids)
+        self._retry = frozenset(retry_statuses)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        source = self._source
         return (
             pbegin
             | "EarlierShards" >> beam.Create(self._shard_ids)
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadEarlierShard"
-            >> beam.FlatMap(lambda sid: read_shard_records(parquet_path(source, sid)))
+            | "ReadEarlierShard" >> beam.FlatMap(read_earlier_shard, self._source, self._retry)
         )
+
+
+def read_earlier_shard(shard_id: int, source: str, retry: frozenset[str]) -> Iterator[Record]:
+    """One finished shard of an earlier output; rows with a ``retry`` status become ok again."""
+    for record in read_shard_records(parquet_path(source, shard_id)):
+        if record.status in retry:
+            record = record.replace(status=Status.OK.value, error=None)
+        yield record
 
 
 def stage_transform(stage: str, config: PipelineConfig) -> beam.PTransform:
@@ -257,7 +269,9 @@ def build_pipeline(
 
         records = pipeline | "ReadInput" >> ReadInput(config.reader, plan.input_shards)
     else:
-        records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(config.run.source, plan.todo)
+        records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(
+            config.run.source, plan.todo, config.run.retry_statuses
+        )
     records = records | "Clock[read]" >> make_stage_clock(READ_STAGE, clock)
     for stage in config.stages:
         transform = (stage_overrides or {}).get(stage) or stage_transform(stage, config)

@@ -19,6 +19,7 @@ from typing import Any
 _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "output": ("output",),
     "source": ("from",),
+    "retry": ("retry",),
     "overwrite": ("overwrite",),
     "progress": ("progress",),
     "input_format": ("reader.input_format",),
@@ -130,6 +131,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument(
         "--stages", default=None,
         help="comma-separated, in order: download,caption,ethics,fuse (default download,caption,fuse)",
+    )  # fmt: skip
+    io.add_argument(
+        "--retry", default=None, metavar="STATUS,STATUS",
+        help="with --from: rows with these statuses go through the stages again (e.g. caption_failed)",
     )  # fmt: skip
     io.add_argument(
         "--overwrite",

@@ -125,3 +125,20 @@ def test_unknown_flags_are_refused(capsys):
 
     assert main(["run", "--input", "a.csv", "--output", "o", "--shard-sise", "3"]) == 2
     assert "neither vecap run nor a Beam pipeline option" in capsys.readouterr().err
+
+
+def test_ethics_generation_inherits_the_fusion_generation():
+    c = build_pipeline_config(
+        {
+            "input": "i",
+            "output": "o",
+            "stages": "caption,ethics,fuse",
+            "fusion": {"generation": {"model": "f", "device": "cpu", "batch_size": 3}},
+            "ethics": {"generation": {"model": "e"}},
+        }
+    )
+    assert (
+        c.ethics.generation.model,
+        c.ethics.generation.device,
+        c.ethics.generation.batch_size,
+    ) == ("e", "cpu", 3)

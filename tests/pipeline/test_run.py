@@ -259,3 +259,39 @@ def test_serve_sample_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_from_with_retry_sends_failed_rows_through_the_stages_again(tmp_path):
+    files = {
+        "a.jpg": (SAMPLE_DIR / sorted(p.name for p in SAMPLE_DIR.glob("*.jpg"))[0]).read_bytes()
+    }
+    with SampleServer(files=files) as server:
+        table = tmp_path / "in.csv"
+        table.write_text(
+            "url,caption\n"
+            f"{server.base_url}/a.jpg,fine\n"
+            f"{server.base_url}/_fault/flaky/k1/a.jpg?fail=1&code=404,gone once\n"
+        )
+        out1, out2 = str(tmp_path / "o1"), str(tmp_path / "o2")
+        run_pipeline(build_pipeline_config(_config(str(table), out1)), stream=io.StringIO())
+        assert [r["status"] for r in rows_of(out1)] == ["ok", "http_error"]
+        # without --retry the failed row passes through untouched
+        with pytest.raises(ConfigError, match="use it with --from"):
+            build_pipeline_config(_config(str(table), str(tmp_path / "x"), retry="http_error"))
+        with pytest.raises(ConfigError, match="not failure statuses"):
+            build_pipeline_config(_config(None, out2, input=None, **{"from": out1}, retry="ok"))
+        cfg = build_pipeline_config(
+            _config(
+                None,
+                out2,
+                input=None,
+                **{"from": out1},
+                stages=["download", "caption"],
+                retry="http_error",
+            )
+        )
+        run_pipeline(cfg, stream=io.StringIO(), stage_overrides=FAKES)
+    rows = rows_of(out2)
+    assert [r["status"] for r in rows] == ["ok", "ok"]  # the 404 was transient: downloaded now
+    assert all(r["visual_caption"] and r["jpg"] for r in rows)
+    assert rows[0]["jpg"] == rows_of(out1)[0]["jpg"]  # the ok row was not downloaded again

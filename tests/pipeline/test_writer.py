@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.writer import (
@@ -149,7 +149,7 @@ def test_write_shards_in_beam_fused_and_regrouped(tmp_path):
     out = str(tmp_path)
     expected = {0: 7, 1: 5, 2: 0}
     clock = new_clock()
-    with TestPipeline(runner=FnApiRunner()) as p:
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
         shards = p | beam.Create([0, 1])
         records = shards | beam.FlatMap(lambda sid: _records(sid, expected[sid], fail_every=2))
         records = records | "clock_read" >> make_stage_clock("read", clock)
@@ -177,6 +177,6 @@ def test_write_shards_in_beam_fused_and_regrouped(tmp_path):
 
 
 def test_write_shards_in_beam_fails_loudly_on_lost_rows(tmp_path):
-    with pytest.raises(Exception, match="5 were read"), TestPipeline(runner=FnApiRunner()) as p:
+    with pytest.raises(Exception, match="5 were read"), BeamTestPipeline(runner=FnApiRunner()) as p:
         (p | beam.Create(_records(0, 4)) | WriteShards(WriterConfig(output=str(tmp_path)), {0: 5}))
     assert finished_shards(str(tmp_path)) == {}
