@@ -35,6 +35,7 @@ from pipeline.table_formats import (
     Boundaries,
     FileScan,
     InvalidRow,
+    Seek,
     check_columns,
     iter_parquet_batches,
     scan_parquet,
@@ -95,9 +96,9 @@ def check_img2dataset_scan(url: str, scan: FileScan) -> str:
 
 
 def read_img2dataset(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str, start: int, stop: int, columns: Sequence[str], seek: Seek | None = None
 ) -> Iterator[ImageRow]:
-    del start_offset
+    del seek  # parquet seeks by row group
     scan = scan_parquet(url)
     col = check_img2dataset_scan(url, scan)
     check_columns(url, columns, scan.columns)
@@ -203,14 +204,14 @@ def read_webdataset(
     start: int,
     stop: int,
     columns: Sequence[str],
-    start_offset: int | None = None,
+    seek: Seek | None = None,
     caption_column: str | None = "caption",
 ) -> Iterator[ImageRow | InvalidRow]:
     with open_binary(url) as f:
         base = 0
-        if start_offset is not None:
-            f.seek(start_offset)
-            base = start  # sample indices restart at 0 from the seek position
+        if seek is not None:
+            offset, base = seek  # sample indices restart at 0 from the seek position
+            f.seek(offset)
         count = 0
         for index, key, _offset, members in _iter_tar_samples(f, load_from=start - base):
             i = index + base

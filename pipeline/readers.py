@@ -51,7 +51,7 @@ from pipeline.shard_plan import (
     InputShard,
     PlannedFile,
     build_shards,
-    first_boundary,
+    checkpoint_every,
     plan_from_json,
     plan_to_json,
 )
@@ -77,8 +77,9 @@ from pipeline.text_formats import (
 )
 from schemas import Record, Status, make_uid
 
-# Footer reads are latency-bound on object stores: scan many parquet files at once.
-_PARQUET_SCAN_THREADS = 16
+# Files are scanned concurrently: footer reads and object-store reads are latency-bound, and
+# zlib inflates without the GIL.
+_SCAN_THREADS = 16
 
 # formats whose files may come without a header line (ReaderConfig.column_names)
 _HEADERLESS_FORMATS = frozenset({"csv", "tsv"})
@@ -118,10 +119,10 @@ def _scan(
 ) -> FileScan:
     if file_format in _HEADERLESS_FORMATS:
         return SCANNERS[file_format](url, boundaries, names=names)
+    if file_format in ("parquet", "img2dataset"):
+        return SCANNERS["parquet"](url)  # row groups, not byte offsets
     if file_format == "webdataset":
         return scan_webdataset(url, boundaries)
-    if file_format == "img2dataset":
-        return SCANNERS["parquet"](url)
     return SCANNERS[file_format](url, boundaries)
 
 
@@ -153,31 +154,19 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
             raise ValueError(
                 f"column names (a headerless table) apply to csv and tsv only, not {others[0]!r}"
             )
-    # Parquet counts come from footers and need no boundary offsets: fetch them concurrently.
-    footer_scans: dict[str, FileScan] = {}
-    footer_urls = [u for u, f in zip(urls, formats, strict=True) if f in ("parquet", "img2dataset")]
-    if footer_urls:
-        with ThreadPoolExecutor(min(_PARQUET_SCAN_THREADS, len(footer_urls))) as pool:
-            footer_scans = dict(
-                zip(
-                    footer_urls,
-                    pool.map(lambda u: _scan(u, "parquet", None), footer_urls),
-                    strict=True,
-                )
-            )
+    every = checkpoint_every(config.shard_size)
+
+    def scan(url: str, fmt: str) -> FileScan:
+        # each file is scanned on its own, with checkpoints at fixed local intervals, so the
+        # scans can run at once: remote reads and gzip inflation overlap across files
+        return _scan(url, fmt, Boundaries(0, every), config.column_names)
+
+    with ThreadPoolExecutor(min(_SCAN_THREADS, len(urls))) as pool:
+        scans = list(pool.map(scan, urls, formats))
     planned: list[PlannedFile] = []
-    global_pos = 0
-    for url, fmt in zip(urls, formats, strict=True):
-        if url in footer_scans:
-            scan = footer_scans[url]
-        else:
-            boundaries = Boundaries(
-                first_boundary(global_pos, config.shard_size), config.shard_size
-            )
-            scan = _scan(url, fmt, boundaries, config.column_names)
-        fmt = _check_scan(url, fmt, scan, config)
-        planned.append(PlannedFile(url, fmt, scan.rows, scan.offsets))
-        global_pos += scan.rows
+    for url, fmt, file_scan in zip(urls, formats, scans, strict=True):
+        fmt = _check_scan(url, fmt, file_scan, config)
+        planned.append(PlannedFile(url, fmt, file_scan.rows, file_scan.offsets))
     return planned
 
 
@@ -329,7 +318,7 @@ def _part_records(
     if fmt in IMAGE_FORMATS:
         if fmt == "webdataset":
             rows: Iterator[Any] = read_webdataset(
-                part.path, part.start_row, part.stop_row, layout.columns, part.start_offset,
+                part.path, part.start_row, part.stop_row, layout.columns, part.seek,
                 caption_column=config.caption_column,
             )  # fmt: skip
         else:
@@ -344,7 +333,7 @@ def _part_records(
     else:
         names = {"names": config.column_names} if fmt in _HEADERLESS_FORMATS else {}
         rows = READERS[fmt](
-            part.path, part.start_row, part.stop_row, layout.columns, part.start_offset, **names
+            part.path, part.start_row, part.stop_row, layout.columns, part.seek, **names
         )
         for row in rows:
             yield _record(shard_id, index, row, layout)

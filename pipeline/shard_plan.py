@@ -8,6 +8,7 @@ whose output exists is not read again) and what the writer checks rows in == row
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -21,13 +22,27 @@ class FilePart:
     start_row: int
     stop_row: int
     file_format: str = ""  # resolved at planning; "" means: decide from the extension when read
-    # Byte offset of start_row in the decompressed stream, when planning found it (text formats,
-    # webdataset tars): lets a shard in the middle of a big file start there without re-parsing.
+    # Where to jump before reading, when planning recorded it (text formats, webdataset tars):
+    # the byte offset (in the decompressed stream) at which file row ``offset_row`` starts, the
+    # nearest checkpoint at or before start_row. A shard deep in a big file starts there
+    # instead of re-parsing everything before it.
     start_offset: int | None = None
+    offset_row: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.start_row <= self.stop_row:
             raise ValueError(f"bad row range [{self.start_row}, {self.stop_row}) for {self.path}")
+        if (self.start_offset is None) != (self.offset_row is None):
+            raise ValueError("start_offset and offset_row go together")
+        if self.offset_row is not None and not 0 <= self.offset_row <= self.start_row:
+            raise ValueError(f"offset_row {self.offset_row} is after start_row {self.start_row}")
+
+    @property
+    def seek(self) -> tuple[int, int] | None:
+        """(byte offset, row) for the format readers, or None to read from the file's start."""
+        if self.start_offset is None or self.offset_row is None:
+            return None
+        return self.start_offset, self.offset_row
 
     @property
     def rows(self) -> int:
@@ -66,7 +81,7 @@ class InputShard:
 
 @dataclass(frozen=True)
 class PlannedFile:
-    """A scanned input file: its rows and the byte offsets of the shard-boundary rows in it."""
+    """A scanned input file: its rows and checkpoints (file row -> byte offset where it starts)."""
 
     path: str
     file_format: str
@@ -74,9 +89,15 @@ class PlannedFile:
     offsets: dict[int, int]
 
 
-def first_boundary(global_start: int, shard_size: int) -> int:
-    """The first row (local to a file starting at ``global_start``) that begins a shard."""
-    return (-global_start) % shard_size
+def checkpoint_every(shard_size: int) -> int:
+    """Rows between recorded offsets while planning a text file.
+
+    Files are scanned independently (in parallel), before their global position is known, so
+    offsets are kept at fixed local intervals: never sparser than a shard (a reader skips less
+    than one shard's rows after jumping), never denser than every 1,000 rows (the plan of a
+    100M-row file holds at most 100k offsets).
+    """
+    return min(shard_size, max(1_000, shard_size // 10))
 
 
 def build_shards(files: Iterable[PlannedFile], shard_size: int) -> list[InputShard]:
@@ -90,11 +111,17 @@ def build_shards(files: Iterable[PlannedFile], shard_size: int) -> list[InputSha
     parts: dict[int, list[FilePart]] = {}
     global_pos = 0
     for f in files:
+        checkpoints = sorted(f.offsets)
         row = 0
         while row < f.rows:
             shard_id = (global_pos + row) // shard_size
             stop = min(f.rows, (shard_id + 1) * shard_size - global_pos)
-            part = FilePart(f.path, row, stop, f.file_format, f.offsets.get(row))
+            i = bisect.bisect_right(checkpoints, row) - 1
+            if i >= 0:
+                at = checkpoints[i]
+                part = FilePart(f.path, row, stop, f.file_format, f.offsets[at], at)
+            else:
+                part = FilePart(f.path, row, stop, f.file_format)
             parts.setdefault(shard_id, []).append(part)
             row = stop
         global_pos += f.rows
@@ -118,7 +145,7 @@ __all__ = [
     "InputShard",
     "PlannedFile",
     "build_shards",
-    "first_boundary",
+    "checkpoint_every",
     "plan_from_json",
     "plan_to_json",
 ]

@@ -64,6 +64,9 @@ def snippet(text: str | bytes, limit: int = 120) -> str:
 
 
 Row = tuple[Any, ...] | InvalidRow
+# (byte offset in the decompressed stream, the file row that starts there): where a reader may
+# jump to before skipping forward to its first row
+Seek = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -182,9 +185,9 @@ def iter_parquet_batches(
 
 
 def read_parquet(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str, start: int, stop: int, columns: Sequence[str], seek: Seek | None = None
 ) -> Iterator[Row]:
-    del start_offset  # parquet seeks by row group instead
+    del seek  # parquet seeks by row group instead
     for batch in iter_parquet_batches(url, start, stop, columns):
         rows = zip(*(batch[c] for c in columns), strict=True)
         del batch  # one batch of Python values alive at a time, not two
@@ -206,6 +209,7 @@ __all__ = [
     "FileScan",
     "InvalidRow",
     "Row",
+    "Seek",
     "check_columns",
     "file_changed_error",
     "iter_parquet_batches",

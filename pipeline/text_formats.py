@@ -22,6 +22,7 @@ from pipeline.table_formats import (
     FileScan,
     InvalidRow,
     Row,
+    Seek,
     check_columns,
     file_changed_error,
     no_boundaries,
@@ -123,6 +124,17 @@ def _count_lines(f: IO[bytes], base: int, boundaries: Boundaries) -> tuple[int, 
     return rows, {r: o for r, o in offsets.items() if r < rows}
 
 
+def _position(url: str, f: IO[bytes], start: int, stop: int, seek: Seek | None) -> None:
+    """Move a line-based stream (past its header) to file row ``start``: jump to ``seek``, then
+    skip the rows between it and ``start``."""
+    first = 0
+    if seek is not None:
+        offset, first = seek
+        f.seek(offset)
+    if (skipped := _skip_lines(f, start - first)) < start - first:
+        raise file_changed_error(url, stop, first + skipped)
+
+
 def _skip_lines(f: IO[bytes], count: int) -> int:
     skipped = 0
     while skipped < count and f.readline():
@@ -180,13 +192,10 @@ def scan_jsonl(url: str, boundaries: Boundaries | None = None) -> FileScan:
 
 
 def read_jsonl(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str, start: int, stop: int, columns: Sequence[str], seek: Seek | None = None
 ) -> Iterator[Row]:
     with open_binary(url) as f:
-        if start_offset is not None:
-            f.seek(start_offset)
-        elif (skipped := _skip_lines(f, start)) < start:
-            raise file_changed_error(url, stop, skipped)
+        _position(url, f, start, stop, seek)
         count = 0
         for line in islice(f, stop - start):
             yield _jsonl_row(line, columns)
@@ -238,7 +247,7 @@ def read_tsv(
     start: int,
     stop: int,
     columns: Sequence[str],
-    start_offset: int | None = None,
+    seek: Seek | None = None,
     names: Sequence[str] = (),
 ) -> Iterator[Row]:
     with open_binary(url) as f:
@@ -246,10 +255,7 @@ def read_tsv(
         check_columns(url, columns, header)
         pick = tuple_getter([header.index(c) for c in columns])
         width = len(header)
-        if start_offset is not None:
-            f.seek(start_offset)
-        elif (skipped := _skip_lines(f, start)) < start:
-            raise file_changed_error(url, stop, skipped)
+        _position(url, f, start, stop, seek)
         count = 0
         for line in islice(f, stop - start):
             count += 1
@@ -342,7 +348,7 @@ def read_csv(
     start: int,
     stop: int,
     columns: Sequence[str],
-    start_offset: int | None = None,
+    seek: Seek | None = None,
     names: Sequence[str] = (),
 ) -> Iterator[Row]:
     """``names``: the columns of a file without a header line (all its lines are rows)."""
@@ -351,9 +357,8 @@ def read_csv(
         check_columns(url, columns, header)
         pick = tuple_getter([header.index(c) for c in columns])
         width = len(header)
-        records = _csv_records(f, first if start_offset is None else start_offset, width)
-        if start_offset is None:
-            records = islice(records, start, None)
+        offset, row = (first, 0) if seek is None else seek
+        records = islice(_csv_records(f, offset, width), start - row, None)
         count = 0
         for _offset, record in islice(records, stop - start):
             count += 1
@@ -472,9 +477,9 @@ def scan_json(url: str, boundaries: Boundaries | None = None) -> FileScan:
 
 
 def read_json(
-    url: str, start: int, stop: int, columns: Sequence[str], start_offset: int | None = None
+    url: str, start: int, stop: int, columns: Sequence[str], seek: Seek | None = None
 ) -> Iterator[Row]:
-    del start_offset
+    del seek  # elements are skipped by parsing
     i = 0
     with open_binary(url) as f:
         for obj in iter_json_array(url, f):

@@ -586,3 +586,31 @@ def test_headerless_tables_take_their_column_names_from_the_config(tmp_path: Pat
         plan_shards(ReaderConfig(str(parquet), column_names=("url", "caption")))
     with pytest.raises(ValueError, match="csv and tsv"):
         ReaderConfig("x.parquet", input_format="parquet", column_names=("url",))
+
+
+def test_shards_jump_to_the_nearest_checkpoint_then_skip(tmp_path: Path) -> None:
+    from pipeline.shard_plan import checkpoint_every
+
+    assert [checkpoint_every(n) for n in (3, 1_000, 2_500, 10_000, 100_000)] == [
+        3,
+        1_000,
+        1_000,
+        1_000,
+        10_000,
+    ]
+    write_table(tmp_path / "a.jsonl.gz", _rows(1_700))
+    write_table(tmp_path / "b.csv", _rows(2_300, start=1_700))
+    write_table(tmp_path / "c.tsv", _rows(3_100, start=4_000))
+    config = ReaderConfig(str(tmp_path / "*"), shard_size=2_500)
+    shards = plan_shards(config)
+    parts = [p for s in shards for p in s.parts]
+    # file rows where shards start, and the checkpoints (every 1,000 file rows) they jump to
+    assert [(Path(p.path).name, p.start_row, p.offset_row) for p in parts] == [
+        ("a.jsonl.gz", 0, 0),
+        ("b.csv", 0, 0),
+        ("b.csv", 800, 0),  # jumps to row 0's offset, skips 800 records
+        ("c.tsv", 0, 0),
+        ("c.tsv", 1_000, 1_000),
+    ]
+    urls = [r.url for s in shards for r in read_shard(s, config)]
+    assert urls == [f"https://example.com/img/{i}.jpg" for i in range(7_100)]
