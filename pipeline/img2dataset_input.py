@@ -32,7 +32,7 @@ from PIL import Image
 from pipeline.input_files import open_binary
 from pipeline.table_formats import (
     MISSING,
-    Boundaries,
+    Checkpoints,
     FileScan,
     InvalidRow,
     Seek,
@@ -153,17 +153,17 @@ def _iter_tar_samples(
         yield index, key, offset, members
 
 
-def scan_webdataset(url: str, boundaries: Boundaries | None = None) -> FileScan:
+def scan_webdataset(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
     """Samples in a tar (consecutive members sharing a key), reading headers only."""
-    boundaries = boundaries or Boundaries(0, None)
+    checkpoints = checkpoints or Checkpoints(0, None)
     offsets: dict[int, int] = {}
     rows = 0
     with open_binary(url) as f:
         try:
             for index, _key, offset, _members in _iter_tar_samples(f, load_from=1 << 62):
-                if index == boundaries.next:
+                if index == checkpoints.next:
                     offsets[index] = offset
-                    boundaries.advance()
+                    checkpoints.advance()
                 rows = index + 1
         except tarfile.TarError as e:
             raise ValueError(f"{url}: not a readable tar file: {e}") from e

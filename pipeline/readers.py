@@ -57,7 +57,7 @@ from pipeline.shard_plan import (
 )
 from pipeline.table_formats import (
     MISSING,
-    Boundaries,
+    Checkpoints,
     FileScan,
     InvalidRow,
     check_columns,
@@ -115,15 +115,15 @@ def _resolve_format(url: str, config: ReaderConfig) -> str:
 
 
 def _scan(
-    url: str, file_format: str, boundaries: Boundaries | None, names: Sequence[str] = ()
+    url: str, file_format: str, checkpoints: Checkpoints | None, names: Sequence[str] = ()
 ) -> FileScan:
     if file_format in _HEADERLESS_FORMATS:
-        return SCANNERS[file_format](url, boundaries, names=names)
+        return SCANNERS[file_format](url, checkpoints, names=names)
     if file_format in ("parquet", "img2dataset"):
         return SCANNERS["parquet"](url)  # row groups, not byte offsets
     if file_format == "webdataset":
-        return scan_webdataset(url, boundaries)
-    return SCANNERS[file_format](url, boundaries)
+        return scan_webdataset(url, checkpoints)
+    return SCANNERS[file_format](url, checkpoints)
 
 
 def _check_scan(url: str, file_format: str, scan: FileScan, config: ReaderConfig) -> str:
@@ -145,7 +145,7 @@ def _check_scan(url: str, file_format: str, scan: FileScan, config: ReaderConfig
 
 
 def plan_files(config: ReaderConfig) -> list[PlannedFile]:
-    """Every input file with its format, row count and shard-boundary offsets, in plan order."""
+    """Every input file with its format, row count and checkpoint offsets, in plan order."""
     urls = expand_inputs(config.inputs, config.input_format)
     formats = [_resolve_format(u, config) for u in urls]
     if config.column_names:
@@ -159,7 +159,7 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
     def scan(url: str, fmt: str) -> FileScan:
         # each file is scanned on its own, with checkpoints at fixed local intervals, so the
         # scans can run at once: remote reads and gzip inflation overlap across files
-        return _scan(url, fmt, Boundaries(0, every), config.column_names)
+        return _scan(url, fmt, Checkpoints(0, every), config.column_names)
 
     with ThreadPoolExecutor(min(_SCAN_THREADS, len(urls))) as pool:
         scans = list(pool.map(scan, urls, formats))

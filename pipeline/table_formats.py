@@ -3,9 +3,9 @@
 Each format has two functions:
 
 - ``scan_*`` counts a file's rows cheaply (parquet from its footer, text formats in one streaming
-  pass, see :mod:`pipeline.text_formats`) and, for text formats, remembers the byte offset where
-  each shard boundary row starts, so a shard deep inside a big file is read without re-parsing
-  everything before it;
+  pass, see :mod:`pipeline.text_formats`) and, for text formats, records checkpoints: the byte
+  offsets where every N-th row starts, so a shard deep inside a big file jumps near its first
+  row instead of re-parsing everything before it;
 - ``read_*`` yields exactly ``stop - start`` rows, each a tuple of the requested columns' values
   in order, or an :class:`InvalidRow` that says what is wrong with that row. A malformed row
   still takes its place: rows in == rows out.
@@ -80,8 +80,9 @@ class FileScan:
     binary_columns: tuple[str, ...] = ()  # parquet: columns holding bytes (img2dataset images)
 
 
-class Boundaries:
-    """The local row indices whose start offsets the planner wants: first, first+every, ..."""
+class Checkpoints:
+    """The file rows whose start offsets a scan records: first, first + every, ... (none if
+    ``every`` is None)."""
 
     def __init__(self, first: int, every: int | None) -> None:
         self.every = every
@@ -96,8 +97,8 @@ class Boundaries:
         self.next += self.every
 
 
-def no_boundaries() -> Boundaries:
-    return Boundaries(0, None)
+def no_checkpoints() -> Checkpoints:
+    return Checkpoints(0, None)
 
 
 def file_changed_error(url: str, planned: int, found: int) -> RuntimeError:
@@ -123,7 +124,7 @@ def check_columns(url: str, wanted: Sequence[str], found: Sequence[str]) -> None
 # --------------------------------------------------------------------------- parquet
 
 
-def scan_parquet(url: str, boundaries: Boundaries | None = None) -> FileScan:
+def scan_parquet(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
     """Row count and column names from the parquet footer; nothing else is read."""
     with open_binary(url, buffered=False) as f:
         pf = pq.ParquetFile(f)
@@ -205,7 +206,7 @@ def tuple_getter(indices: Sequence[int]) -> Any:
 
 __all__ = [
     "MISSING",
-    "Boundaries",
+    "Checkpoints",
     "FileScan",
     "InvalidRow",
     "Row",
@@ -213,7 +214,7 @@ __all__ = [
     "check_columns",
     "file_changed_error",
     "iter_parquet_batches",
-    "no_boundaries",
+    "no_checkpoints",
     "read_parquet",
     "scan_parquet",
     "snippet",

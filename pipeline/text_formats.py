@@ -1,7 +1,7 @@
 """Streaming readers for text tables: jsonl, json (one array of objects), csv and tsv.
 
-Same contract as :mod:`pipeline.table_formats`: ``scan_*`` counts rows (and records where each
-shard boundary row starts), ``read_*`` yields exactly ``stop - start`` value tuples or
+Same contract as :mod:`pipeline.table_formats`: ``scan_*`` counts rows (and records checkpoint
+offsets), ``read_*`` yields exactly ``stop - start`` value tuples or
 :class:`InvalidRow` s. Planning and reading split rows with the same code, so they always agree.
 """
 
@@ -18,14 +18,14 @@ from typing import IO, Any
 from pipeline.input_files import open_binary
 from pipeline.table_formats import (
     MISSING,
-    Boundaries,
+    Checkpoints,
     FileScan,
     InvalidRow,
     Row,
     Seek,
     check_columns,
     file_changed_error,
-    no_boundaries,
+    no_checkpoints,
     snippet,
     tuple_getter,
 )
@@ -93,30 +93,30 @@ def _valid_utf8(values: tuple[str, ...]) -> bool:
     return True
 
 
-def _count_lines(f: IO[bytes], base: int, boundaries: Boundaries) -> tuple[int, dict[int, int]]:
+def _count_lines(f: IO[bytes], base: int, checkpoints: Checkpoints) -> tuple[int, dict[int, int]]:
     """Count lines from the current position (byte ``base``), in big chunks.
 
     A final line without a newline counts; the newline at the end of the file does not start a
-    new row. Offsets are recorded for the boundary rows that exist.
+    new row. Offsets are recorded for the checkpoint rows that exist.
     """
     offsets: dict[int, int] = {}
     newlines = 0  # newlines seen before the current chunk
     pos = base
     last = b"\n"
-    if boundaries.wanted and boundaries.next == 0:
+    if checkpoints.wanted and checkpoints.next == 0:
         offsets[0] = base
-        boundaries.advance()
+        checkpoints.advance()
     while chunk := f.read(_CHUNK):
         n = chunk.count(b"\n")
         cursor, seen = -1, 0  # position of the `seen`-th newline of this chunk found so far
         # newline k (counting from 0 over the file) ends row k; row k+1 starts right after it
-        while boundaries.wanted and boundaries.next - 1 < newlines + n:
-            target = boundaries.next - 1 - newlines
+        while checkpoints.wanted and checkpoints.next - 1 < newlines + n:
+            target = checkpoints.next - 1 - newlines
             while seen <= target:
                 cursor = chunk.index(b"\n", cursor + 1)
                 seen += 1
-            offsets[boundaries.next] = pos + cursor + 1
-            boundaries.advance()
+            offsets[checkpoints.next] = pos + cursor + 1
+            checkpoints.advance()
         newlines += n
         pos += len(chunk)
         last = chunk[-1:]
@@ -173,8 +173,8 @@ def _jsonl_row(line: bytes, columns: Sequence[str]) -> Row:
     return _values_from_object(obj, columns)
 
 
-def scan_jsonl(url: str, boundaries: Boundaries | None = None) -> FileScan:
-    boundaries = boundaries or no_boundaries()
+def scan_jsonl(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
+    checkpoints = checkpoints or no_checkpoints()
     with open_binary(url) as f:
         columns: tuple[str, ...] = ()
         # The columns are those of the first line that is a JSON object.
@@ -187,7 +187,7 @@ def scan_jsonl(url: str, boundaries: Boundaries | None = None) -> FileScan:
                 columns = tuple(obj)
                 break
         f.seek(0)
-        rows, offsets = _count_lines(f, 0, boundaries)
+        rows, offsets = _count_lines(f, 0, checkpoints)
     return FileScan(rows=rows, columns=columns, offsets=offsets)
 
 
@@ -221,11 +221,13 @@ def _tsv_header(url: str, f: IO[bytes]) -> list[str]:
     return text.rstrip("\r\n").split("\t")
 
 
-def scan_tsv(url: str, boundaries: Boundaries | None = None, names: Sequence[str] = ()) -> FileScan:
-    boundaries = boundaries or no_boundaries()
+def scan_tsv(
+    url: str, checkpoints: Checkpoints | None = None, names: Sequence[str] = ()
+) -> FileScan:
+    checkpoints = checkpoints or no_checkpoints()
     with open_binary(url) as f:
         header = list(names) or _tsv_header(url, f)
-        rows, offsets = _count_lines(f, f.tell(), boundaries)
+        rows, offsets = _count_lines(f, f.tell(), checkpoints)
     return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
 
 
@@ -328,17 +330,19 @@ def _csv_records(f: IO[bytes], offset: int, width: int) -> Iterator[tuple[int, l
         yield start, record
 
 
-def scan_csv(url: str, boundaries: Boundaries | None = None, names: Sequence[str] = ()) -> FileScan:
+def scan_csv(
+    url: str, checkpoints: Checkpoints | None = None, names: Sequence[str] = ()
+) -> FileScan:
     """Counts CSV records (not lines: a quoted field may hold newlines) in one streaming pass."""
-    boundaries = boundaries or no_boundaries()
+    checkpoints = checkpoints or no_checkpoints()
     offsets: dict[int, int] = {}
     rows = 0
     with open_binary(url) as f:
         header, first = (list(names), 0) if names else _csv_header(url, f)
         for start, _record in _csv_records(f, first, len(header)):
-            if rows == boundaries.next:
+            if rows == checkpoints.next:
                 offsets[rows] = start
-                boundaries.advance()
+                checkpoints.advance()
             rows += 1
     return FileScan(rows=rows, columns=tuple(header), offsets=offsets)
 
@@ -464,8 +468,8 @@ def iter_json_array(url: str, f: IO[bytes]) -> Iterator[Any]:
         raise malformed("content after the closing ']'")
 
 
-def scan_json(url: str, boundaries: Boundaries | None = None) -> FileScan:
-    del boundaries  # elements are skipped by parsing; a JSON array has no cheap row offsets
+def scan_json(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
+    del checkpoints  # elements are skipped by parsing; a JSON array has no cheap row offsets
     rows = 0
     columns: tuple[str, ...] | None = None
     with open_binary(url) as f:
