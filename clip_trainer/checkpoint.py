@@ -1,7 +1,7 @@
 """Training checkpoints: ``OUT/checkpoints/step-00001000/`` holding
 
 * ``model/`` — ``save_pretrained`` output (``model.safetensors`` + ``config.json``) plus the
-  tokenizer, so the directory is a self-contained CLIP that ``vecap eval`` and
+  tokenizer and ``preprocessor_config.json``, so the directory is a self-contained CLIP that ``vecap eval`` and
   ``CLIPModel.from_pretrained`` load directly;
 * ``trainer_state.pt`` — optimizer, scheduler, step, RNG states;
 * ``data_state.json`` — every data slot's stream position and the caption-source counts.
@@ -55,6 +55,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     data_state: dict[str, Any],
     keep: int | None = None,
+    preprocessor: tuple[int, tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (call on the main process only) and prune old ones."""
     root = checkpoint_root(output_dir)
@@ -65,6 +66,10 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     model.save_pretrained(str(tmp / "model"))
     tokenizer.save_pretrained(str(tmp / "model"))
+    if preprocessor is not None:
+        from clip_trainer.model import save_preprocessor
+
+        save_preprocessor(tmp / "model", *preprocessor)
     torch.save(trainer_state, tmp / "trainer_state.pt")
     (tmp / "data_state.json").write_text(json.dumps(data_state, indent=2, sort_keys=True))
     if final.exists():

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from clip_trainer.transforms import CLIP_MEAN, CLIP_STD, EvalTransform, decode_image
+from clip_trainer.transforms import EvalTransform, decode_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
@@ -330,20 +330,12 @@ def load_for_eval(
 ) -> tuple[Any, Any, EvalTransform]:
     """(model in eval mode, tokenizer, eval transform); the transform follows the model's
     ``preprocessor_config.json`` when it has one (crop size, mean, std)."""
-    from clip_trainer.model import load_model
+    from clip_trainer.model import load_model, preprocessing
     from clip_trainer.tokenizer import load_tokenizer
 
     model = load_model(model_dir).to(pick_device(device)).eval()
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
-    size = int(model.config.vision_config.image_size)
-    mean, std = CLIP_MEAN, CLIP_STD
-    pre = Path(model_dir) / "preprocessor_config.json"
-    if pre.exists():
-        data = json.loads(pre.read_text())
-        crop = data.get("crop_size", size)
-        size = int(crop.get("height", size) if isinstance(crop, dict) else crop)
-        mean = tuple(data.get("image_mean", mean))
-        std = tuple(data.get("image_std", std))
+    size, mean, std = preprocessing(model_dir, int(model.config.vision_config.image_size))
     return model, tokenizer, EvalTransform(size=size, mean=mean, std=std)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from clip_trainer.tokenizer import (
     load_tokenizer,
     tokenizer_special_ids,
 )
+from clip_trainer.transforms import CLIP_MEAN, CLIP_STD
 
 # Shapes of the published architectures (OpenAI CLIP / open_clip naming). VeCLIP trained ViT-B/16.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -172,6 +174,40 @@ def model_context_length(model: Any) -> int:
     return int(model.config.text_config.max_position_embeddings)
 
 
+def preprocessing(
+    model_dir: str | Path | None, default_size: int
+) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(crop size, mean, std) from a model directory's ``preprocessor_config.json``, falling back
+    to ``default_size`` and CLIP's constants (VeCLIP's and OpenAI's models use those)."""
+    size, mean, std = default_size, CLIP_MEAN, CLIP_STD
+    path = None if model_dir is None else Path(model_dir) / "preprocessor_config.json"
+    if path is not None and path.exists():
+        data = json.loads(path.read_text())
+        crop = data.get("crop_size", size)
+        size = int(crop.get("height", size) if isinstance(crop, dict) else crop)
+        mean = tuple(float(v) for v in data.get("image_mean", mean))
+        std = tuple(float(v) for v in data.get("image_std", std))
+    return size, mean, std
+
+
+def save_preprocessor(
+    model_dir: str | Path,
+    size: int,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+) -> None:
+    """Write ``preprocessor_config.json`` so ``CLIPProcessor.from_pretrained(dir)`` preprocesses
+    exactly as our eval transform does (shortest side, bicubic, centre crop, mean/std)."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(mean),
+        image_std=list(std),
+    ).save_pretrained(str(model_dir))
+
+
 def _has_tokenizer(directory: Path) -> bool:
     return any(
         (directory / name).exists()
@@ -188,5 +224,7 @@ __all__ = [
     "load_model",
     "model_context_length",
     "model_image_size",
+    "preprocessing",
     "resolve_tokenizer",
+    "save_preprocessor",
 ]

@@ -128,9 +128,11 @@ def train(config: TrainConfig) -> TrainResult:
         build_model,
         model_context_length,
         model_image_size,
+        preprocessing,
         resolve_tokenizer,
     )
     from clip_trainer.optim import build_optimizer, build_scheduler
+    from clip_trainer.transforms import normalize_batch
 
     out = Path(config.output_dir)
     accelerator = Accelerator(
@@ -187,6 +189,9 @@ def train(config: TrainConfig) -> TrainResult:
         torch.set_rng_state(trainer_state["torch_rng"])
 
     core = accelerator.unwrap_model(model)
+    # Normalisation happens on the device (the loader ships uint8); keep a fine-tuned model's own.
+    source_dir = checkpoint / "model" if checkpoint is not None else config.model.init_from
+    _, mean, std = preprocessing(source_dir, model_image_size(core))
     loader, _ = build_train_loader(
         config.data,
         tokenizer,
@@ -227,6 +232,7 @@ def train(config: TrainConfig) -> TrainResult:
                 trainer_state=state,
                 data_state=_merge_progress(parts, progress.n_slots or 1),
                 keep=config.keep_checkpoints,
+                preprocessor=(model_image_size(core), mean, std),
             )
         accelerator.wait_for_everyone()
         return path
@@ -252,7 +258,9 @@ def train(config: TrainConfig) -> TrainResult:
                 outputs = model(
                     input_ids=batch["input_ids"].to(accelerator.device),
                     attention_mask=batch["attention_mask"].to(accelerator.device),
-                    pixel_values=batch["pixel_values"].to(accelerator.device, non_blocking=True),
+                    pixel_values=normalize_batch(
+                        batch["pixel_values"].to(accelerator.device, non_blocking=True), mean, std
+                    ),
                 )
                 scale = accelerator.unwrap_model(model).logit_scale.exp()
                 loss = clip_loss(outputs.image_embeds, outputs.text_embeds, scale)

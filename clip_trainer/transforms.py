@@ -4,6 +4,10 @@ Train: random resized crop (torchvision's sampling algorithm) + optional horizon
 Eval: resize the shortest side (bicubic) + centre crop, as OpenAI's CLIP preprocessing and
 transformers' ``CLIPImageProcessor`` do. Both end with CLIP's mean/std normalisation.
 
+The train transform stops at uint8 CHW tensors and the trainer normalises on the device
+(:func:`normalize_batch`): float conversion was two thirds of a loader worker's time per
+sample, and uint8 moves 4x fewer bytes to the GPU. The eval transform returns normalised floats.
+
 Randomness comes from a ``numpy.random.Generator`` passed per call, so the data loader can
 derive it from the sample's position and a resumed run draws the same crops.
 """
@@ -43,11 +47,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def to_uint8_chw(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 CHW tensor (contiguous)."""
+    # np.array copies: PIL hands numpy a read-only buffer, which torch warns about.
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def normalize_batch(
+    pixels: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD
+) -> torch.Tensor:
+    """uint8 [..., 3, H, W] (on any device) -> float32 scaled to [0, 1] then standardised."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    return pixels.float().div_(255.0).sub_(mean_t).div_(std_t)
+
+
 def normalize(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 HWC RGB -> float32 CHW tensor, scaled to [0, 1] then standardised."""
-    array = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return normalize_batch(to_uint8_chw(image), mean, std)
 
 
 @dataclass(frozen=True)
@@ -132,13 +149,14 @@ class TrainTransform:
         return left, top, left + w, top + h
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 CHW tensor; normalise with :func:`normalize_batch` (on the device)."""
         image = to_rgb(image)
         box = self.crop_box(*image.size, rng)
         # Crop and resize in one resampling pass (PIL's box argument), cheaper than crop + resize.
         image = image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box)
         if rng.random() < self.hflip_prob:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return normalize(image, self.mean, self.std)
+        return to_uint8_chw(image)
 
 
 def decode_for_training(data: bytes, size: int) -> Image.Image:
@@ -170,5 +188,7 @@ __all__ = [
     "decode_for_training",
     "decode_image",
     "normalize",
+    "normalize_batch",
     "to_rgb",
+    "to_uint8_chw",
 ]

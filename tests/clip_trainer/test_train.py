@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -139,6 +140,16 @@ def test_cli_train_then_eval(tmp_path: Path, shapes_run: Path, shapes_eval: Path
     assert any((out / "tensorboard").iterdir())
     model_dir = out / "checkpoints" / "step-00000002" / "model"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    # transformers' own processor, loaded from the checkpoint, preprocesses as our eval does
+    from transformers import AutoImageProcessor
+
+    from clip_trainer.synthetic import ShapeSpec, draw_shape
+    from clip_trainer.transforms import EvalTransform
+
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    image = draw_shape(ShapeSpec("red", "circle"), 48, np.random.default_rng(0))
+    theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+    assert torch.allclose(theirs, EvalTransform(size=32)(image), atol=0.06)
 
     result_path = tmp_path / "eval.json"
     args = parser.parse_args(

@@ -16,7 +16,10 @@ from clip_trainer.transforms import (
     EvalTransform,
     TrainTransform,
     decode_for_training,
+    normalize,
+    normalize_batch,
     to_rgb,
+    to_uint8_chw,
 )
 
 
@@ -62,7 +65,7 @@ def test_train_transform_shape_and_determinism() -> None:
     a = transform(image, np.random.default_rng(1))
     b = transform(image, np.random.default_rng(1))
     c = transform(image, np.random.default_rng(2))
-    assert a.shape == (3, 64, 64) and a.dtype == torch.float32
+    assert a.shape == (3, 64, 64) and a.dtype == torch.uint8  # normalised later, on the device
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
@@ -77,6 +80,18 @@ def test_crop_box_respects_scale_and_bounds() -> None:
         assert 0.49 <= share <= 0.81
     # An extreme aspect ratio cannot satisfy the ratio bounds: centre crop fallback.
     assert transform.crop_box(1000, 10, rng) == (493, 0, 506, 10)  # w = round(10 * 1.3333)
+
+
+def test_normalize_batch_matches_per_image_normalisation() -> None:
+    image = _photo(40, 40)
+    batch = torch.stack([to_uint8_chw(image), to_uint8_chw(image)])
+    expected = normalize(image, CLIP_MEAN, CLIP_STD)
+    out = normalize_batch(batch)
+    assert out.dtype == torch.float32 and torch.allclose(out[1], expected, atol=1e-6)
+    grey = (128 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.allclose(
+        normalize_batch(torch.full((3, 2, 2), 128, dtype=torch.uint8))[:, 0, 0], grey, atol=1e-6
+    )
 
 
 def test_flip_probability() -> None:
