@@ -614,3 +614,16 @@ def test_shards_jump_to_the_nearest_checkpoint_then_skip(tmp_path: Path) -> None
     ]
     urls = [r.url for s in shards for r in read_shard(s, config)]
     assert urls == [f"https://example.com/img/{i}.jpg" for i in range(7_100)]
+
+
+@pytest.mark.parametrize("suffix", ["bz2", "xz"])
+def test_other_fsspec_compressions(tmp_path: Path, suffix: str) -> None:
+    import bz2
+    import lzma
+
+    compress = {"bz2": bz2.compress, "xz": lzma.compress}[suffix]
+    path = tmp_path / f"in.jsonl.{suffix}"
+    path.write_bytes(compress(_encode("jsonl", _rows(5))))
+    assert [r.url for r in read_all(ReaderConfig(str(path), shard_size=2))] == [
+        f"https://example.com/img/{i}.jpg" for i in range(5)
+    ]
