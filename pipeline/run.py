@@ -286,6 +286,24 @@ def build_pipeline(
 # --------------------------------------------------------------------------- running
 
 
+def writer_counters(result: Any) -> dict[str, int]:
+    """The writer's Beam counters (shards fused / regrouped, rows regrouped); {} where the runner
+    does not report metrics."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipeline.writer import METRICS_NAMESPACE
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except Exception:  # not every runner implements metrics; the counters are diagnostics only
+        return {}
+    out: dict[str, int] = {}
+    for counter in found.get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
 def _clear_output(output: str) -> None:
     """--overwrite: drop every shard file first, so a crash mid-redo never mixes old and new."""
     fs, root = fsspec.core.url_to_fs(shards_dir(output))
@@ -351,6 +369,7 @@ def run_pipeline(
     pipeline = make_pipeline(options)
     build_pipeline(pipeline, config, run_plan, stage_overrides)
     status = "failed"
+    counters: dict[str, int] = {}
     progress = ShardProgress(
         output, run_plan.todo, enabled=config.run.progress and local, stream=stream
     )
@@ -358,6 +377,14 @@ def run_pipeline(
         with progress:
             result = pipeline.run()
             result.wait_until_finish()
+        counters = writer_counters(result)
+        if counters.get("rows_regrouped"):
+            print(
+                f"vecap run: note: {counters['rows_regrouped']} rows reached the writer split "
+                "across bundles and were regrouped through a shuffle (a stage redistributes rows); "
+                "correct, but memory then grows with the data on the local runner",
+                file=stream,
+            )
         done = finished_shards(output)
         missing = [s for s in plan.todo if s not in done]
         if missing:
@@ -368,6 +395,7 @@ def run_pipeline(
         written = {s: done[s] for s in plan.todo if s in done}
         seconds = time.time() - t0
         summary = {
+            **counters,
             "shards_written": len(written),
             "rows_written": sum(s.rows for s in written.values()),
             "seconds": round(seconds, 3),

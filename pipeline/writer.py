@@ -32,6 +32,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam import pvalue
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -340,6 +341,13 @@ def _acquire_board(handle: Any, tag: str) -> ShardClockBoard:
 # --------------------------------------------------------------------------- Beam transforms
 
 
+PARTIAL_TAG = "partial"
+METRICS_NAMESPACE = "vecap_writer"
+_SHARDS_FUSED = Metrics.counter(METRICS_NAMESPACE, "shards_fused")
+_SHARDS_REGROUPED = Metrics.counter(METRICS_NAMESPACE, "shards_regrouped")
+_ROWS_REGROUPED = Metrics.counter(METRICS_NAMESPACE, "rows_regrouped")
+
+
 class StageClockFn(beam.DoFn):
     """Pass-through that stamps when each shard's rows cross a stage boundary."""
 
@@ -409,12 +417,15 @@ class FusedShardWriterFn(beam.DoFn):
         buf.append(record)
         if len(buf) == expected[sid]:
             del self._buffers[sid]
+            _SHARDS_FUSED.inc()
             yield self._committer.commit(self._board, sid, buf)
 
     def finish_bundle(self) -> Iterator[Any]:
         # A shard still incomplete here was split across bundles by some stage: hand its rows
-        # to the GroupByKey path, which sees all of them.
+        # to the GroupByKey path, which sees all of them (the run reports this counter: the
+        # regroup path holds rows in the runner's shuffle, not in this worker's bounded buffer).
         for sid, buf in self._buffers.items():
+            _ROWS_REGROUPED.inc(len(buf))
             for record in buf:
                 yield pvalue.TaggedOutput(
                     PARTIAL_TAG, WindowedValue((sid, record), MIN_TIMESTAMP, [GlobalWindow()])
@@ -431,10 +442,8 @@ class GroupedShardWriterFn(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[Record]]) -> Iterator[ShardStats]:
         sid, rows = element
+        _SHARDS_REGROUPED.inc()
         yield self._committer.commit(self._board, sid, list(rows))
-
-
-PARTIAL_TAG = "partial"
 
 
 class WriteShards(beam.PTransform):

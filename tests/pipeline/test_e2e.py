@@ -103,6 +103,9 @@ def test_multi_process_runner_end_to_end(tiny_models, tmp_path):
     assert len(rows) == 16 and len(ok) >= 12
     assert all(r["visual_caption"] and r["fused_caption"] for r in ok)
     assert len(mp.written) == 2  # both shards committed by the worker processes
+    from pipeline.manifest import read_manifest
+
+    assert read_manifest(str(tmp_path / "mp"))["runs"][-1]["shards_fused"] == 2
     res = export_json(ExportConfig(source=str(tmp_path / "mp"), splits=2))
     assert res.entries == len({r["url"] for r in ok})
 

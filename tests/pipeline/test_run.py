@@ -91,6 +91,9 @@ def test_download_only_run_resume_and_manifest(sample_table, tmp_path):
     manifest = read_manifest(out)
     assert manifest["status"] == "succeeded" and manifest["stages_done"] == ["download"]
     assert manifest["versions"]["apache-beam"] and len(manifest["runs"]) == 1
+    # every shard was written by the bounded fused path, none needed the regroup shuffle
+    assert manifest["runs"][0]["shards_fused"] == len(done)
+    assert not manifest["runs"][0].get("rows_regrouped")
 
     # a rerun with everything finished does nothing
     again = run_pipeline(build_pipeline_config(_config(sample_table, out)), stream=io.StringIO())

@@ -143,37 +143,60 @@ def _stats_tuple(s: ShardStats):
     return (s.shard_id, s.rows, json.dumps(s.status_counts, sort_keys=True))
 
 
-def test_write_shards_in_beam_fused_and_regrouped(tmp_path):
-    """Whole shards in one bundle take the fused path; a shard split over bundles (here by a
-    Reshuffle, as a stage that redistributes rows would) is completed by the grouped path."""
+def _run_counters(p) -> dict:
+    from pipeline.run import writer_counters
+
+    result = p.run()
+    result.wait_until_finish()
+    return writer_counters(result)
+
+
+def test_write_shards_in_beam_fused_path(tmp_path):
+    """As in a real run: one element per shard read into rows, so every shard reaches the writer
+    whole in one bundle and is written by the fused path, with the stage clock's timings."""
     out = str(tmp_path)
-    expected = {0: 7, 1: 5, 2: 0}
+    expected = {0: 7, 1: 5}
     clock = new_clock()
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
-        shards = p | beam.Create([0, 1])
-        records = shards | beam.FlatMap(lambda sid: _records(sid, expected[sid], fail_every=2))
-        records = records | "clock_read" >> make_stage_clock("read", clock)
-        # split shard 1 across bundles
-        split = records | beam.Partition(lambda r, n: int(r.shard_id == 1), 2)
-        rejoined = (split[0], split[1] | beam.Reshuffle()) | beam.Flatten()
-        stats = rejoined | WriteShards(
-            WriterConfig(output=out), {0: 7, 1: 5}, stages=["read"], clock=clock
-        )
-        assert_that(
-            stats | beam.Map(_stats_tuple),
-            equal_to(
-                [
-                    (0, 7, json.dumps({"http_error": 4, "ok": 3})),
-                    (1, 5, json.dumps({"http_error": 3, "ok": 2})),
-                ]
-            ),
-        )
+    p = BeamTestPipeline(runner=FnApiRunner())
+    shards = p | beam.Create([0, 1]) | beam.Reshuffle()
+    records = shards | beam.FlatMap(lambda sid: _records(sid, expected[sid], fail_every=2))
+    records = records | "clock_read" >> make_stage_clock("read", clock)
+    stats = records | WriteShards(WriterConfig(output=out), expected, stages=["read"], clock=clock)
+    assert_that(
+        stats | beam.Map(_stats_tuple),
+        equal_to(
+            [
+                (0, 7, json.dumps({"http_error": 4, "ok": 3})),
+                (1, 5, json.dumps({"http_error": 3, "ok": 2})),
+            ]
+        ),
+    )
+    assert _run_counters(p) == {"shards_fused": 2}
     done = finished_shards(out)
     assert done.keys() == {0, 1}
     assert "read" in done[0].stage_seconds and done[0].started_at > 0
-    for sid, n in ((0, 7), (1, 5)):
+    for sid, n in expected.items():
         uids = [r.uid for r in read_shard_records(parquet_path(out, sid))]
         assert uids == [make_uid(sid, i) for i in range(n)]
+
+
+def test_write_shards_in_beam_regroups_shards_split_across_bundles(tmp_path):
+    """Rows of one shard spread over bundles (two workers splitting a Create of rows, as a stage
+    that redistributes rows would) are completed through the GroupByKey path, never lost."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    out = str(tmp_path)
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    p = beam.Pipeline(runner=FnApiRunner(), options=options)
+    rows = _records(0, 7) + _records(1, 50)
+    _ = p | beam.Create(rows) | WriteShards(WriterConfig(output=out), {0: 7, 1: 50})
+    counters = _run_counters(p)
+    assert counters.get("shards_regrouped", 0) >= 1 and counters.get("rows_regrouped", 0) >= 1
+    assert counters.get("shards_regrouped", 0) + counters.get("shards_fused", 0) == 2
+    done = finished_shards(out)
+    assert {s: d.rows for s, d in done.items()} == {0: 7, 1: 50}
+    uids = [r.uid for r in read_shard_records(parquet_path(out, 1))]
+    assert uids == [make_uid(1, i) for i in range(50)]
 
 
 def test_write_shards_in_beam_fails_loudly_on_lost_rows(tmp_path):
