@@ -385,108 +385,145 @@ def read_csv(
 # json (one array of objects) --------------------------------------------------------
 
 
-def iter_json_array(url: str, f: IO[bytes]) -> Iterator[Any]:
-    """The elements of a top-level JSON array, decoded one at a time from a streamed text buffer.
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class JsonArrayReader:
+    """The elements of a top-level JSON array, decoded one at a time from a streamed text buffer,
+    with the byte offset where each element starts (planning's checkpoints).
 
     A document that is not an array, or that breaks off or is malformed, raises ValueError:
     unlike a jsonl line, a broken array element leaves no way to find where the next one starts.
+    ``inside=True`` starts at an element (a checkpoint offset) instead of at the opening ``[``.
     """
-    decoder = json.JSONDecoder()
-    raw_decode = decoder.raw_decode
-    utf8 = codecs.getincrementaldecoder("utf-8-sig")()
-    buf = ""
-    pos = 0
-    eof = False
-    consumed = 0  # characters dropped from the front of buf, for error positions
 
-    def fill() -> bool:
-        """Append the next chunk to buf (dropping what is consumed); False at the end."""
-        nonlocal buf, pos, eof, consumed
-        if eof:
+    def __init__(self, url: str, f: IO[bytes], *, inside: bool = False, byte_start: int = 0):
+        self._url = url
+        self._f = f
+        self._inside = inside
+        self._utf8 = codecs.getincrementaldecoder("utf-8" if inside else "utf-8-sig")()
+        self._buf = ""
+        self._pos = 0
+        self._eof = False
+        self._first_chunk = not inside
+        # byte offset of buf[mark]: advanced chunk by chunk so each character is measured once
+        self._mark = 0
+        self._mark_byte = byte_start
+        self._element = 0  # position in buf of the element last yielded
+
+    def _fill(self) -> bool:
+        """Append the next chunk to the buffer (dropping what is consumed); False at the end."""
+        if self._eof:
             return False
-        chunk = f.read(_CHUNK)
+        chunk = self._f.read(_CHUNK)
+        if self._first_chunk:
+            self._first_chunk = False
+            if chunk.startswith(codecs.BOM_UTF8):
+                self._mark_byte += len(codecs.BOM_UTF8)  # the decoder drops it
         try:
-            text = utf8.decode(chunk, final=not chunk)
+            text = self._utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as e:
-            raise ValueError(f"{url}: not valid UTF-8: {e}") from e
+            raise ValueError(f"{self._url}: not valid UTF-8: {e}") from e
         if not chunk:
-            eof = True
-        consumed += pos
-        buf = buf[pos:] + text
-        pos = 0
-        return bool(text) or not eof
+            self._eof = True
+        pos = self._pos
+        self._mark_byte += _utf8_len(self._buf[self._mark : pos])
+        self._mark = 0
+        self._element -= pos
+        self._buf = self._buf[pos:] + text
+        self._pos = 0
+        return bool(text) or not self._eof
 
-    def next_char() -> str:
+    def _next_char(self) -> str:
         """The next non-whitespace character (not consumed), or "" at the end of the file."""
-        nonlocal pos
         while True:
-            pos = _JSON_WS(buf, pos).end()
-            if pos < len(buf):
-                return buf[pos]
-            if not fill():
+            self._pos = _JSON_WS(self._buf, self._pos).end()
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._fill():
                 return ""
 
-    def malformed(what: str) -> ValueError:
-        return ValueError(
-            f"{url}: not a JSON array of objects: {what} at character {consumed + pos}"
-        )
+    def _malformed(self, what: str) -> ValueError:
+        at = self._mark_byte + _utf8_len(self._buf[self._mark : self._pos])
+        return ValueError(f"{self._url}: not a JSON array of objects: {what} at byte {at}")
 
-    if next_char() != "[":
-        raise malformed("expected '['")
-    pos += 1
-    if next_char() == "]":
-        pos += 1
-    else:
+    def offset(self) -> int:
+        """The byte offset (in the decompressed stream) where the last yielded element starts."""
+        self._mark_byte += _utf8_len(self._buf[self._mark : self._element])
+        self._mark = self._element
+        return self._mark_byte
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self._inside:
+            if self._next_char() != "[":
+                raise self._malformed("expected '['")
+            self._pos += 1
+            if self._next_char() == "]":
+                self._pos += 1
+                if self._next_char() != "":
+                    raise self._malformed("content after the closing ']'")
+                return
         while True:
-            next_char()
+            self._next_char()
             while True:
                 try:
-                    obj, end = raw_decode(buf, pos)
+                    obj, end = _raw_decode(self._buf, self._pos)
                 except json.JSONDecodeError as e:
-                    if len(buf) - pos > _MAX_JSON_ELEMENT_CHARS or not fill():
-                        raise malformed(f"bad element ({e.msg})") from e
+                    if len(self._buf) - self._pos > _MAX_JSON_ELEMENT_CHARS or not self._fill():
+                        raise self._malformed(f"bad element ({e.msg})") from e
                     continue
                 # a number at the very end of the buffer may continue in the next chunk
-                if end == len(buf) and not eof and fill():
+                if end == len(self._buf) and not self._eof and self._fill():
                     continue
                 break
-            pos = end
+            self._element = self._pos
+            self._pos = end
             yield obj
+            buf, pos = self._buf, self._pos
             sep = buf[pos] if pos < len(buf) else ""
             if sep not in (",", "]"):
-                sep = next_char()
+                sep = self._next_char()
             if sep == ",":
-                pos += 1
+                self._pos += 1
             elif sep == "]":
-                pos += 1
+                self._pos += 1
                 break
             else:
-                raise malformed(
+                raise self._malformed(
                     f"expected ',' or ']' but found {sep!r}" if sep else "unexpected end"
                 )
-    if next_char() != "":
-        raise malformed("content after the closing ']'")
+        if self._next_char() != "":
+            raise self._malformed("content after the closing ']'")
 
 
 def scan_json(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
-    del checkpoints  # elements are skipped by parsing; a JSON array has no cheap row offsets
+    checkpoints = checkpoints or no_checkpoints()
+    offsets: dict[int, int] = {}
     rows = 0
     columns: tuple[str, ...] | None = None
     with open_binary(url) as f:
-        for obj in iter_json_array(url, f):
-            if columns is None and isinstance(obj, dict):
+        array = JsonArrayReader(url, f)
+        for obj in array:
+            if columns is None and obj.__class__ is dict:
                 columns = tuple(obj)
+            if rows == checkpoints.next:
+                offsets[rows] = array.offset()
+                checkpoints.advance()
             rows += 1
-    return FileScan(rows=rows, columns=columns or ())
+    return FileScan(rows=rows, columns=columns or (), offsets=offsets)
 
 
 def read_json(
     url: str, start: int, stop: int, columns: Sequence[str], seek: Seek | None = None
 ) -> Iterator[Row]:
-    del seek  # elements are skipped by parsing
-    i = 0
     with open_binary(url) as f:
-        for obj in iter_json_array(url, f):
+        i, byte_start = 0, 0
+        if seek is not None:
+            byte_start, i = seek
+            f.seek(byte_start)
+        array = JsonArrayReader(url, f, inside=seek is not None, byte_start=byte_start)
+        for obj in array:
             if i >= stop:
                 return
             if i >= start:
@@ -497,7 +534,7 @@ def read_json(
 
 
 __all__ = [
-    "iter_json_array",
+    "JsonArrayReader",
     "read_csv",
     "read_json",
     "read_jsonl",

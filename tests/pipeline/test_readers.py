@@ -333,11 +333,25 @@ def test_json_array_streams_across_chunk_boundaries(
         {"url": f"https://e.com/{i}.jpg", "caption": "é" * (i % 3), "n": 12345678 * i}
         for i in range(30)
     ]
-    path = tmp_path / "rows.json"
-    path.write_text(json.dumps(rows, ensure_ascii=False))
-    records = read_all(ReaderConfig(str(path), extra_columns=("n",), shard_size=7))
+    path = tmp_path / "rows.json.gz"
+    # a byte-order mark, multi-byte characters and odd spacing: checkpoints are byte offsets
+    text = "\ufeff [ " + " ,\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + " ] \n"
+    path.write_bytes(gzip.compress(text.encode("utf-8")))
+    config = ReaderConfig(str(path), extra_columns=("n",), shard_size=7)
+    shards = plan_shards(config)
+    assert all(s.parts[0].offset_row == s.parts[0].start_row for s in shards)
+    records = [r for s in shards for r in read_shard(s, config)]
     assert [json.loads(r.extra)["n"] for r in records] == [12345678 * i for i in range(30)]
     assert [r.alt_text for r in records] == [("é" * (i % 3)) or None for i in range(30)]
+    for shard in shards:  # jumping to a checkpoint reads what parsing from the start reads
+        plain = InputShard(
+            shard.shard_id,
+            shard.rows,
+            tuple(FilePart(p.path, p.start_row, p.stop_row, p.file_format) for p in shard.parts),
+        )
+        assert [r.to_dict() for r in read_shard(shard, config)] == [
+            r.to_dict() for r in read_shard(plain, config)
+        ]
 
 
 def test_extra_columns_are_a_json_object(tmp_path: Path) -> None:
