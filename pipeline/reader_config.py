@@ -54,6 +54,10 @@ class ReaderConfig:
         if names and self.input_format not in (None, "csv", "tsv"):
             raise ValueError("column_names (a headerless table) applies to csv and tsv inputs only")
         object.__setattr__(self, "column_names", names)
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int):
+            raise ValueError(f"shard_size must be an integer, got {self.shard_size!r}")
+        if not isinstance(self.verify_images, bool):
+            raise ValueError(f"verify_images must be true or false, got {self.verify_images!r}")
         if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
             raise ValueError(
                 f"shard_size must be between 1 and {MAX_SHARD_SIZE}, got {self.shard_size}"

@@ -453,6 +453,9 @@ def test_a_file_that_shrank_after_planning_is_an_error(tmp_path: Path) -> None:
         ({"input": "a.csv", "shard_size": 10_000_000}, "shard_size"),
         ({"input": "a.csv", "extra_columns": ("a", "a")}, "distinct"),
         ({"input": "a.csv", "url_column": ""}, "url_column"),
+        ({"input": "a.csv", "shard_size": "100"}, "shard_size must be an integer"),
+        ({"input": "a.csv", "verify_images": "yes"}, "verify_images"),
+        ({"input": "a.csv", "column_names": ("a", "")}, "column_names"),
     ],
 )
 def test_config_is_validated(kwargs: dict, message: str) -> None:
