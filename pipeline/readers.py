@@ -156,18 +156,20 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
             )
     every = checkpoint_every(config.shard_size)
 
-    def scan(url: str, fmt: str) -> FileScan:
+    def plan_one(url: str, fmt: str) -> PlannedFile:
         # each file is scanned on its own, with checkpoints at fixed local intervals, so the
         # scans can run at once: remote reads and gzip inflation overlap across files
-        return _scan(url, fmt, Checkpoints(0, every), config.column_names)
+        scan = _scan(url, fmt, Checkpoints(0, every), config.column_names)
+        fmt = _check_scan(url, fmt, scan, config)
+        return PlannedFile(url, fmt, scan.rows, scan.offsets)
 
-    with ThreadPoolExecutor(min(_SCAN_THREADS, len(urls))) as pool:
-        scans = list(pool.map(scan, urls, formats))
-    planned: list[PlannedFile] = []
-    for url, fmt, file_scan in zip(urls, formats, scans, strict=True):
-        fmt = _check_scan(url, fmt, file_scan, config)
-        planned.append(PlannedFile(url, fmt, file_scan.rows, file_scan.offsets))
-    return planned
+    pool = ThreadPoolExecutor(min(_SCAN_THREADS, len(urls)))
+    try:
+        futures = [pool.submit(plan_one, u, f) for u, f in zip(urls, formats, strict=True)]
+        return [future.result() for future in futures]
+    finally:
+        # on the first bad file, files not yet started are not scanned at all
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def plan_shards(config: ReaderConfig) -> list[InputShard]:

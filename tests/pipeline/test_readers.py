@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import time
 from pathlib import Path
 
 import fsspec
@@ -644,3 +645,27 @@ def test_other_fsspec_compressions(tmp_path: Path, suffix: str) -> None:
     assert [r.url for r in read_all(ReaderConfig(str(path), shard_size=2))] == [
         f"https://example.com/img/{i}.jpg" for i in range(5)
     ]
+
+
+def test_planning_stops_at_the_first_bad_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.readers as readers
+
+    (tmp_path / "000.csv").write_text("link,caption\nu,c\n")
+    for i in range(1, 40):
+        write_table(tmp_path / f"{i:03d}.csv", _rows(2))
+    scanned: list[str] = []
+    real_scan = readers._scan
+
+    def counting_scan(url, *args, **kwargs):
+        scanned.append(url)
+        if not url.endswith("000.csv"):
+            time.sleep(0.05)  # big files take a while: the bad one fails first
+        return real_scan(url, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "_SCAN_THREADS", 2)
+    monkeypatch.setattr(readers, "_scan", counting_scan)
+    with pytest.raises(ValueError, match=r"000\.csv: column\(s\) 'url' not found"):
+        plan_shards(ReaderConfig(str(tmp_path / "*.csv")))
+    assert len(scanned) < 20
