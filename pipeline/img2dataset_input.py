@@ -286,6 +286,8 @@ def attach_image(record: Record, row: ImageRow, *, verify: bool = False) -> Reco
         return record.fail(
             Status.DECODE_ERROR, f"image bytes cannot be decoded: {type(e).__name__}: {e}"
         )
+    # img2dataset hashes the bytes it downloaded (before resizing), as the download stage does;
+    # without its hash, the bytes on hand are the best identity there is
     sha = row.meta.get("sha256")
     if not (isinstance(sha, str) and _SHA256.match(sha)):
         sha = hashlib.sha256(row.data).hexdigest()
