@@ -17,6 +17,7 @@ import base64
 import datetime
 import decimal
 import json
+import math
 import operator
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -230,7 +231,20 @@ def _extra_json(row: tuple[Any, ...], layout: _RowLayout) -> str:
         return "{" + ",".join(pairs) + "}"
     except TypeError:
         values = {name: (None if row[i] is MISSING else row[i]) for name, i in layout.extras}
-        return _EXTRA_JSON.encode(values)
+        try:
+            return _EXTRA_JSON.encode(values)
+        except ValueError:  # NaN or infinity, which JSON cannot hold: null, as pandas writes
+            return _EXTRA_JSON.encode(_finite(values))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _record(

@@ -364,7 +364,7 @@ def test_extra_columns_are_a_json_object(tmp_path: Path) -> None:
             {
                 "url": ["https://e.com/0.jpg", "https://e.com/1.jpg"],
                 "caption": ["a", "b"],
-                "score": [0.5, None],
+                "score": [0.5, float("nan")],
                 "tags": [["x", "y"], []],
                 "seen": [datetime.date(2024, 1, 2), None],
                 "blob": [b"\x00\x01", None],
