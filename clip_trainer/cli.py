@@ -198,6 +198,8 @@ def run_train(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"vecap train: {exc}", file=sys.stderr)
         return 1
+    if not result.main_process:
+        return 0  # rank 0 reports for the whole job
     state = "finished" if result.finished else "stopped (resume with the same command)"
     print(
         f"{state} at step {result.step}; model: {result.model_dir}; metrics: {result.metrics_path}"

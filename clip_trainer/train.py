@@ -71,6 +71,7 @@ class TrainResult:
     metrics_path: Path
     last_metrics: dict[str, Any]
     finished: bool  # False when stop_after ended the invocation before `steps`
+    main_process: bool = True  # rank 0 (the one that writes metrics and checkpoints)
 
 
 def _resolve_precision(requested: str, cpu: bool) -> str:
@@ -331,6 +332,7 @@ def train(config: TrainConfig) -> TrainResult:
         metrics_path=metrics_path,
         last_metrics=last_metrics,
         finished=step >= config.steps,
+        main_process=is_main,
     )
 
 

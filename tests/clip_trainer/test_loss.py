@@ -1,15 +1,10 @@
-"""The contrastive loss: equals transformers' CLIP loss on one process, and gathering across
-processes gives the same gradients as one process holding the whole batch."""
+"""The contrastive loss: equals transformers' CLIP loss on one process. That gathering across
+processes gives the same gradients as one process holding the whole batch is checked inside
+test_train's two-process DDP test, with the helpers below."""
 
 from __future__ import annotations
 
-import os
-import socket
-
-import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from clip_trainer.loss import clip_loss
 
@@ -39,52 +34,30 @@ def test_perfect_alignment_has_low_loss() -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def local_loss_and_grads(rank: int, world: int) -> tuple[float, list]:
+    """Run in each process of an initialised process group (see test_train's DDP test, which
+    checks the result against :func:`expected_local_grads`, sparing a second set of processes)."""
+    image, text = _features(2)
+    per_rank = image.shape[0] // world
+    local = slice(rank * per_rank, (rank + 1) * per_rank)
+    image_local = image[local].clone().requires_grad_(True)
+    text_local = text[local].clone().requires_grad_(True)
+    loss = clip_loss(image_local, text_local, torch.tensor(10.0))
+    loss.backward()
+    # DDP averages gradients over ranks: do the same by hand. Plain lists: tensors in a queue
+    # travel as shared memory that dies with the sending process.
+    grads = torch.cat([image_local.grad, text_local.grad]) / world
+    return float(loss.detach()), grads.tolist()
 
 
-def _worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        image, text = _features(2)
-        local = slice(rank * 4, rank * 4 + 4)
-        image_local = image[local].clone().requires_grad_(True)
-        text_local = text[local].clone().requires_grad_(True)
-        loss = clip_loss(image_local, text_local, torch.tensor(10.0))
-        loss.backward()
-        # DDP averages gradients over ranks: do the same by hand.
-        grads = torch.cat([image_local.grad, text_local.grad])
-        # Plain lists: tensors in a queue travel as shared memory that dies with this process.
-        queue.put((rank, float(loss.detach()), (grads / world).tolist()))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_gathered_loss_gives_the_global_batch_gradient() -> None:
+def expected_local_grads(rank: int, world: int) -> tuple[float, torch.Tensor]:
+    """The global-batch loss on one process, and the share of its gradient that DDP should leave
+    on ``rank``: each rank's gradient reaches only its own features, divided by the world size."""
     image, text = _features(2)
     image = image.clone().requires_grad_(True)
     text = text.clone().requires_grad_(True)
     full = clip_loss(image, text, torch.tensor(10.0))
     full.backward()
-    ctx = mp.get_context("spawn")  # fork deadlocks on the parent's autograd threads
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict((r, (loss, grads)) for r, loss, grads in (queue.get(timeout=90) for _ in procs))
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    for rank in range(2):
-        loss, grads = results[rank]
-        assert abs(loss - float(full.detach())) < 1e-5  # every rank sees the global-batch loss
-        local = slice(rank * 4, rank * 4 + 4)
-        # Each rank's gradient reaches only its own features, and DDP divides by the world size.
-        expected = torch.cat([image.grad[local], text.grad[local]]) / 2
-        assert torch.allclose(torch.tensor(grads), expected, atol=1e-6)
+    per_rank = image.shape[0] // world
+    local = slice(rank * per_rank, (rank + 1) * per_rank)
+    return float(full.detach()), torch.cat([image.grad[local], text.grad[local]]) / world

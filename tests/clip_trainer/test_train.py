@@ -162,3 +162,69 @@ def test_cli_train_then_eval(tmp_path: Path, shapes_run: Path, shapes_eval: Path
         ["train", str(shapes_run), "--output", str(out), "--steps", "2", "--vec-prob", "2"]
     )
     assert bad.func(bad) == 2
+
+
+def _ddp_rank(rank: int, port: int, config: TrainConfig, queue) -> None:
+    import os
+
+    from tests.conftest import pytest_configure
+
+    pytest_configure(None)  # the loopback-only tripwire, in this child too
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        GLOO_SOCKET_IFNAME="lo",  # gloo would otherwise resolve the host name to pick an interface
+    )
+    torch.set_num_threads(1)
+    # One process group for both checks: the gathered loss's gradients, then training (accelerate
+    # adopts an initialised group).
+    import torch.distributed as dist
+
+    from tests.clip_trainer.test_loss import local_loss_and_grads
+
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    grads = local_loss_and_grads(rank, 2)
+    result = train(config)
+    queue.put((rank, result.step, grads))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_process_ddp_training(tmp_path: Path, shapes_run: Path) -> None:
+    """accelerate DDP over two CPU processes (gloo on loopback): one metrics stream, counts from
+    both ranks, a data position per slot; and the gathered loss gives the global-batch gradient."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tests.clip_trainer.test_loss import expected_local_grads
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = _resume_config(
+        tmp_path, shapes_run, "ddp", num_workers=1, steps=4, save_every=2, cpu=True
+    )
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_rank, args=(r, port, config, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert {r[1] for r in results} == {4}
+    for rank, _, (loss, grads) in results:
+        full_loss, expected = expected_local_grads(rank, 2)
+        assert abs(loss - full_loss) < 1e-5  # every rank computes the global-batch loss
+        assert torch.allclose(torch.tensor(grads), expected, atol=1e-6)
+    metrics = _metrics(tmp_path / "ddp" / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # written once, by rank 0
+    assert sum(metrics[-1]["caption_sources"].values()) == 4 * 8 * 2  # both ranks counted
+    _, data_state = load_trainer_state(tmp_path / "ddp" / "checkpoints" / "step-00000002")
+    assert sorted(data_state["positions"]) == ["0", "1"] and data_state["n_slots"] == 2
