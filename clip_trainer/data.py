@@ -474,6 +474,15 @@ class DataProgress:
         )
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGTERM/SIGUSR1 to the training process, which checkpoints and then ends
+    them; a worker killed first would make the next batch fail instead."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def build_train_loader(
     config: DataConfig,
     tokenizer: Any,
@@ -519,6 +528,7 @@ def build_train_loader(
         collate_fn=Collate(tokenizer, context_length),
         pin_memory=pin_memory,
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals if num_workers > 0 else None,
         prefetch_factor=4 if num_workers > 0 else None,
     )
     return loader, dataset

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -249,7 +251,9 @@ def train(config: TrainConfig) -> TrainResult:
     window_steps, window_wait = 0, 0.0
     window_start = time.perf_counter()
     saved_at = step if checkpoint is not None else -1
-    while step < last_stop:
+    stop_request = _StopRequest().install()
+    stopping = False
+    while step < last_stop and not stopping:
         for _ in range(config.grad_accum_steps):
             wait_start = time.perf_counter()
             batch = next(data_iter)
@@ -277,8 +281,9 @@ def train(config: TrainConfig) -> TrainResult:
             accelerator.unwrap_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
         step += 1
         window_steps += 1
+        stopping = stop_request.agreed(accelerator)
 
-        if step % config.log_every == 0 or step == last_stop:
+        if step % config.log_every == 0 or step == last_stop or stopping:
             elapsed = time.perf_counter() - window_start
             loss_mean = accelerator.reduce(window_loss / window_steps, "mean")
             if not torch.isfinite(loss_mean):
@@ -315,10 +320,11 @@ def train(config: TrainConfig) -> TrainResult:
             window_steps, window_wait = 0, 0.0
             window_start = time.perf_counter()
 
-        if step % config.save_every == 0 and step != last_stop:
+        if step % config.save_every == 0 and step != last_stop and not stopping:
             save(step)
             saved_at = step
 
+    stop_request.uninstall()
     final = checkpoint_root_step(out, step)
     if saved_at != step:
         final = save(step)
@@ -334,6 +340,40 @@ def train(config: TrainConfig) -> TrainResult:
         finished=step >= config.steps,
         main_process=is_main,
     )
+
+
+class _StopRequest:
+    """SIGTERM (preemption, ``kill``) or SIGUSR1 (SLURM's ``--signal`` before the time limit):
+    finish the current step, write a checkpoint, return. Nothing paid for is lost."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals only reach it
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def agreed(self, accelerator: Any) -> bool:
+        """True when any process was asked to stop: all ranks must leave the loop together."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        import torch
+
+        flag = torch.tensor(int(self.requested), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "sum") > 0)
 
 
 def checkpoint_root_step(output_dir: Path, step: int) -> Path:

@@ -228,3 +228,31 @@ def test_two_process_ddp_training(tmp_path: Path, shapes_run: Path) -> None:
     assert sum(metrics[-1]["caption_sources"].values()) == 4 * 8 * 2  # both ranks counted
     _, data_state = load_trainer_state(tmp_path / "ddp" / "checkpoints" / "step-00000002")
     assert sorted(data_state["positions"]) == ["0", "1"] and data_state["n_slots"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_stops(tmp_path: Path, shapes_run: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    config = _resume_config(
+        tmp_path, shapes_run, "preempted", steps=100_000, save_every=100_000, num_workers=1
+    )
+    metrics = tmp_path / "preempted" / "metrics.jsonl"
+
+    def preempt() -> None:  # once training runs (handler installed), like a cloud preemption
+        deadline = time.monotonic() + 120
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=preempt, daemon=True)
+    killer.start()
+    result = train(config)
+    killer.join()
+    assert not result.finished and 1 <= result.step < 1000
+    assert list_checkpoints(tmp_path / "preempted")[-1].name == f"step-{result.step:08d}"
+    assert _metrics(metrics)[-1]["step"] == result.step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
