@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.report_cli",  # vecap report
     "pipeline.readers_cli",  # vecap inspect-input
     "llava_recap.cli",  # vecap make-tiny-models, vecap caption
+    "llm_fusion.cli",  # vecap fuse-preview
     "clip_trainer.cli",  # vecap train, vecap eval
 )
 
