@@ -62,6 +62,10 @@ class RunConfig:
     # through this run's stages again (e.g. caption_failed after an OOM, or a transient
     # http_error with the download stage listed)
     retry_statuses: tuple[str, ...] = ()
+    # local runner only: shards per pipeline run (times direct_num_workers), because Beam's
+    # FnApiRunner holds a whole pipeline's rows in memory at a Flatten (see run.plan_waves);
+    # 4 x 1,000-row shards of ~30 KB images is ~130 MB per wave
+    local_wave_shards: int = 4
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -76,6 +80,8 @@ class RunConfig:
             raise ConfigError("retry applies to rows of an earlier output: use it with --from")
         if not self.output:
             raise ConfigError("output is required (a directory or fsspec URL)")
+        if self.local_wave_shards < 1:
+            raise ConfigError(f"local_wave_shards must be >= 1, got {self.local_wave_shards}")
         stages = tuple(self.stages)
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
@@ -237,7 +243,17 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> 
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
-_TOP_KEYS = ("input", "output", "stages", "from", "overwrite", "progress", "beam_args", "retry")
+_TOP_KEYS = (
+    "input",
+    "output",
+    "stages",
+    "from",
+    "overwrite",
+    "progress",
+    "beam_args",
+    "retry",
+    "local_wave_shards",
+)
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
 
@@ -258,6 +274,7 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
         overwrite=bool(data.get("overwrite", False)),
         progress=bool(data.get("progress", True)),
         beam_args=tuple(data.get("beam_args") or ()),
+        local_wave_shards=int(data.get("local_wave_shards", 4)),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

@@ -257,11 +257,12 @@ def build_pipeline(
     pipeline: beam.Pipeline,
     config: PipelineConfig,
     plan: RunPlan,
-    stage_overrides: dict[str, beam.PTransform] | None = None,
+    stage_overrides: dict[str, Any] | None = None,
 ) -> beam.PCollection:
     """Add the job to ``pipeline``; returns the PCollection of the written shards' stats.
 
-    ``stage_overrides`` replaces a stage's transform (tests inject fakes this way).
+    ``stage_overrides`` replaces a stage's transform, given as a PTransform or a factory of one
+    (tests and benchmarks inject fakes this way).
     """
     clock = new_clock()
     if config.reader is not None:
@@ -274,7 +275,10 @@ def build_pipeline(
         )
     records = records | "Clock[read]" >> make_stage_clock(READ_STAGE, clock)
     for stage in config.stages:
-        transform = (stage_overrides or {}).get(stage) or stage_transform(stage, config)
+        override = (stage_overrides or {}).get(stage)
+        if override is not None and not isinstance(override, beam.PTransform):
+            override = override()  # a factory: a fresh transform per pipeline (wave)
+        transform = override or stage_transform(stage, config)
         records = records | f"Stage[{stage}]" >> transform
         records = records | f"Clock[{stage}]" >> make_stage_clock(stage, clock)
     expected = {sid: plan.expected_rows[sid] for sid in plan.todo}
@@ -284,6 +288,39 @@ def build_pipeline(
 
 
 # --------------------------------------------------------------------------- running
+
+
+def _local_workers(options: Any) -> int:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return max(1, int(options.view_as(DirectOptions).direct_num_workers or 1))
+
+
+def plan_waves(plan: RunPlan, wave_shards: int | None) -> list[RunPlan]:
+    """The todo shards cut into consecutive waves of ``wave_shards`` (None: one wave).
+
+    Why: Beam's FnApiRunner runs each fused stage over its whole input and materialises every
+    multi-input Flatten (the model stages route ok rows around RunInference and flatten them
+    back), so one local pipeline holds all its rows, images included, before the writer sees
+    them. A wave is one local pipeline: memory is bounded by a wave, and shards are committed
+    wave by wave (progress, resume). Distributed runners fuse flattens: one wave there.
+    """
+    if not wave_shards or wave_shards >= len(plan.todo):
+        return [plan]
+    waves = []
+    for start in range(0, len(plan.todo), wave_shards):
+        todo = plan.todo[start : start + wave_shards]
+        keep = set(todo)
+        waves.append(
+            dataclasses.replace(
+                plan,
+                todo=todo,
+                input_shards=None
+                if plan.input_shards is None
+                else [s for s in plan.input_shards if s.shard_id in keep],
+            )
+        )
+    return waves
 
 
 def writer_counters(result: Any) -> dict[str, int]:
@@ -316,7 +353,7 @@ def run_pipeline(
     config: PipelineConfig,
     *,
     stream: TextIO | None = None,
-    stage_overrides: dict[str, beam.PTransform] | None = None,
+    stage_overrides: dict[str, Any] | None = None,
 ) -> RunResult:
     """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing."""
     from pipeline.progress import ShardProgress, run_summary_table
@@ -366,8 +403,14 @@ def run_pipeline(
 
     options = pipeline_options(config.run.beam_args)
     local = is_local(options)
-    pipeline = make_pipeline(options)
-    build_pipeline(pipeline, config, run_plan, stage_overrides)
+    waves = plan_waves(
+        run_plan, config.run.local_wave_shards * _local_workers(options) if local else None
+    )
+    if len(waves) > 1:
+        print(
+            f"vecap run: local runner: {len(waves)} waves of up to {len(waves[0].todo)} shards",
+            file=stream,
+        )
     status = "failed"
     counters: dict[str, int] = {}
     progress = ShardProgress(
@@ -375,9 +418,13 @@ def run_pipeline(
     )
     try:
         with progress:
-            result = pipeline.run()
-            result.wait_until_finish()
-        counters = writer_counters(result)
+            for wave in waves:
+                pipeline = make_pipeline(pipeline_options(config.run.beam_args))
+                build_pipeline(pipeline, config, wave, stage_overrides)
+                result = pipeline.run()
+                result.wait_until_finish()
+                for name, value in writer_counters(result).items():
+                    counters[name] = counters.get(name, 0) + value
         if counters.get("rows_regrouped"):
             print(
                 f"vecap run: note: {counters['rows_regrouped']} rows reached the writer split "
@@ -413,6 +460,7 @@ __all__ = [
     "RunResult",
     "build_pipeline",
     "plan_run",
+    "plan_waves",
     "run_pipeline",
     "stage_transform",
 ]

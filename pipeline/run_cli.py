@@ -20,6 +20,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "output": ("output",),
     "source": ("from",),
     "retry": ("retry",),
+    "local_wave_shards": ("local_wave_shards",),
     "overwrite": ("overwrite",),
     "progress": ("progress",),
     "input_format": ("reader.input_format",),
@@ -148,6 +149,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument(
         "--keep-images", action=B, default=None, help="store image bytes in the shards (default on)"
     )
+    io.add_argument(
+        "--local-wave-shards", type=int, default=None,
+        help="local runner: shards per pipeline run, per worker (default 4); bounds memory",
+    )  # fmt: skip
     rd = p.add_argument_group("reading")
     rd.add_argument(
         "--input-format",

@@ -298,3 +298,24 @@ def test_from_with_retry_sends_failed_rows_through_the_stages_again(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]  # the 404 was transient: downloaded now
     assert all(r["visual_caption"] and r["jpg"] for r in rows)
     assert rows[0]["jpg"] == rows_of(out1)[0]["jpg"]  # the ok row was not downloaded again
+
+
+def test_local_runner_runs_in_waves_and_commits_each(sample_table, tmp_path):
+    from pipeline.run import plan_waves
+
+    out = str(tmp_path / "o")
+    cfg = build_pipeline_config(
+        _config(sample_table, out, stages=["download", "caption", "fuse"], local_wave_shards=1)
+    )
+    plan = plan_run(cfg)
+    waves = plan_waves(plan, 1)
+    assert [w.todo for w in waves] == [[s] for s in plan.todo]
+    assert [[s.shard_id for s in w.input_shards] for w in waves] == [[s] for s in plan.todo]
+    assert plan_waves(plan, None) == [plan] and plan_waves(plan, 99) == [plan]
+    stream = io.StringIO()
+    # the same fake transforms serve every wave's pipeline
+    res = run_pipeline(cfg, stream=stream, stage_overrides=FAKES)
+    assert f"{len(plan.todo)} waves" in stream.getvalue()
+    assert res.status == "succeeded" and len(res.written) == len(plan.todo)
+    assert read_manifest(out)["runs"][-1]["shards_fused"] == len(plan.todo)
+    assert all(r["fused_caption"] for r in rows_of(out) if r["status"] == "ok")
