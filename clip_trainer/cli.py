@@ -103,6 +103,13 @@ def _register_train(subparsers: Any) -> None:
         help="stop after N steps in this invocation (wall-time limits); resume later",
     )
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument(
+        "--eval-data", help="retrieval set (parquet or image folder) scored during training"
+    )
+    g.add_argument(
+        "--eval-every", type=int, default=0, help="steps between evaluations (0: at the end only)"
+    )
+    g.add_argument("--eval-caption-field", default="fused_caption")
     p.set_defaults(func=run_train)
 
 
@@ -180,6 +187,9 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         resume=None if args.resume.lower() == "none" else args.resume,
         stop_after=args.stop_after,
         tensorboard=args.tensorboard,
+        eval_data=args.eval_data,
+        eval_every=args.eval_every,
+        eval_caption_field=args.eval_caption_field,
         seed=args.seed,
         cpu=args.cpu,
     )

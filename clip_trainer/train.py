@@ -42,6 +42,9 @@ class TrainConfig:
         None  # stop after this many steps in this invocation (wall-time limits)
     )
     tensorboard: bool = False
+    eval_data: str | None = None  # retrieval set (parquet or image folder) scored during training
+    eval_every: int = 0  # steps between evaluations (0: only at the end, when eval_data is set)
+    eval_caption_field: str = "fused_caption"
     seed: int = 0
     cpu: bool = False  # force CPU even when CUDA is present
 
@@ -60,6 +63,8 @@ class TrainConfig:
             raise ValueError("log_every and save_every must be >= 1")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
+        if self.eval_every < 0:
+            raise ValueError("eval_every must be >= 0")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError("stop_after must be >= 1")
         if not self.output_dir:
@@ -209,6 +214,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
     metrics_path = out / "metrics.jsonl"
+    eval_cache: dict[str, Any] = {}
     writer = None
     if is_main:
         _trim_metrics(metrics_path, step)
@@ -320,6 +326,20 @@ def train(config: TrainConfig) -> TrainResult:
             window_steps, window_wait = 0, 0.0
             window_start = time.perf_counter()
 
+        if config.eval_data is not None and (
+            (config.eval_every and step % config.eval_every == 0) or step == last_stop or stopping
+        ):
+            scores = _evaluate_retrieval(
+                accelerator, model, tokenizer, config, eval_cache, mean, std
+            )
+            if is_main:
+                last_metrics["eval"] = scores
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps({"step": step, "eval": scores}) + "\n")
+                if writer is not None:
+                    for key, value in scores.items():
+                        writer.add_scalar(f"eval/{key}", value, step)
+
         if step % config.save_every == 0 and step != last_stop and not stopping:
             save(step)
             saved_at = step
@@ -340,6 +360,45 @@ def train(config: TrainConfig) -> TrainResult:
         finished=step >= config.steps,
         main_process=is_main,
     )
+
+
+def _evaluate_retrieval(
+    accelerator: Any,
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    cache: dict[str, Any],
+    mean: Any,
+    std: Any,
+) -> dict[str, float]:
+    """Retrieval recall on ``config.eval_data``, computed by rank 0 while the others wait."""
+    from clip_trainer.evaluate import (
+        encode_images,
+        encode_texts,
+        load_retrieval_pairs,
+        retrieval_metrics,
+    )
+    from clip_trainer.model import model_image_size
+    from clip_trainer.transforms import EvalTransform, decode_image
+
+    scores: dict[str, float] = {}
+    if accelerator.is_main_process:
+        core = accelerator.unwrap_model(model)
+        if "pairs" not in cache:  # read once per run
+            images, captions = load_retrieval_pairs(config.eval_data, config.eval_caption_field)
+            if not images:
+                raise ValueError(f"eval_data {config.eval_data}: no usable image/caption pairs")
+            cache["pairs"] = (images, captions)
+        images, captions = cache["pairs"]
+        transform = EvalTransform(size=model_image_size(core), mean=tuple(mean), std=tuple(std))
+        core.eval()
+        with accelerator.autocast():
+            image_embeds = encode_images(core, (decode_image(b) for b in images), transform)
+            text_embeds = encode_texts(core, tokenizer, captions)
+        core.train()
+        scores = {k: v for k, v in retrieval_metrics(image_embeds, text_embeds).items() if "@" in k}
+    accelerator.wait_for_everyone()
+    return scores
 
 
 class _StopRequest:

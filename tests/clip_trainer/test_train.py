@@ -37,10 +37,15 @@ def test_tiny_clip_learns_shapes(tmp_path: Path, shapes_train: Path, shapes_eval
         num_workers=0,
         log_every=25,
         save_every=1000,
+        eval_data=str(shapes_eval),
+        eval_every=75,
     )
     result = train(config)
     assert result.finished and result.step == 150
-    metrics = _metrics(result.metrics_path)
+    lines = _metrics(result.metrics_path)
+    metrics = [m for m in lines if "loss" in m]
+    evals = [m for m in lines if "eval" in m]
+    assert [m["step"] for m in evals] == [75, 150]
     assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
     assert metrics[-1]["caption_sources"]["vec"] + metrics[-1]["caption_sources"]["alt"] == 150 * 64
     scores = evaluate(EvalConfig(model=str(result.model_dir), retrieval=str(shapes_eval)))[
@@ -49,6 +54,9 @@ def test_tiny_clip_learns_shapes(tmp_path: Path, shapes_train: Path, shapes_eval
     chance = 1 / scores["n_images"]  # 24 distinct colour x shape captions: ~0.042
     r1 = (scores["image_to_text_R@1"] + scores["text_to_image_R@1"]) / 2
     assert r1 > 5 * chance, scores
+    # the in-training evaluation scored the same final model the same way
+    assert evals[-1]["eval"]["image_to_text_R@1"] == pytest.approx(scores["image_to_text_R@1"])
+    assert evals[-1]["eval"]["text_to_image_R@5"] == pytest.approx(scores["text_to_image_R@5"])
 
 
 def _resume_config(tmp_path: Path, data: Path, name: str, **changes) -> TrainConfig:
