@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.cli import main
 
 
+@pytest.mark.slow  # builds the tiny models (shared session fixture)
 def test_preview_renders_the_chat_template(tiny_models, capsys) -> None:
     code = main(
         ["fuse-preview", "--model", str(tiny_models.llm), "--alt", "Charles Bridge, Prague",
@@ -28,6 +31,7 @@ def test_preview_reports_a_skip_without_loading_anything(capsys) -> None:
     assert "caption: A dog." in out
 
 
+@pytest.mark.slow
 def test_preview_generates(tiny_models, capsys) -> None:
     code = main(
         ["fuse-preview", "--model", str(tiny_models.llm), "--alt", "Charles Bridge",

@@ -41,6 +41,7 @@ def test_truncate_keeps_whole_pretokens() -> None:
     assert counter.truncate(text, 0) == ""
 
 
+@pytest.mark.slow  # builds the tiny models (shared session fixture)
 def test_exact_counter_with_a_real_tokenizer(tiny_models) -> None:
     # the tiny Llama's tokenizer stands in for a CLIP tokenizer directory here
     counter = make_token_counter(str(tiny_models.llm))
