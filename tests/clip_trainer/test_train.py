@@ -30,24 +30,25 @@ def test_tiny_clip_learns_shapes(tmp_path: Path, shapes_train: Path, shapes_eval
     config = TrainConfig(
         data=DataConfig(paths=(str(shapes_train),), shuffle_buffer=256, hflip_prob=0.0),
         model=ModelConfig(arch="tiny"),
-        optim=OptimConfig(lr=2e-3, warmup_steps=15, weight_decay=0.1),
+        # 100 steps gave R@1 0.52-0.60 over three seeds (chance 0.04).
+        optim=OptimConfig(lr=3e-3, warmup_steps=10, weight_decay=0.1),
         output_dir=str(tmp_path / "run"),
-        steps=150,
+        steps=100,
         batch_size=64,
         num_workers=0,
         log_every=25,
         save_every=1000,
         eval_data=str(shapes_eval),
-        eval_every=75,
+        eval_every=50,
     )
     result = train(config)
-    assert result.finished and result.step == 150
+    assert result.finished and result.step == 100
     lines = _metrics(result.metrics_path)
     metrics = [m for m in lines if "loss" in m]
     evals = [m for m in lines if "eval" in m]
-    assert [m["step"] for m in evals] == [75, 150]
+    assert [m["step"] for m in evals] == [50, 100]
     assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
-    assert metrics[-1]["caption_sources"]["vec"] + metrics[-1]["caption_sources"]["alt"] == 150 * 64
+    assert metrics[-1]["caption_sources"]["vec"] + metrics[-1]["caption_sources"]["alt"] == 100 * 64
     scores = evaluate(EvalConfig(model=str(result.model_dir), retrieval=str(shapes_eval)))[
         "retrieval"
     ]
