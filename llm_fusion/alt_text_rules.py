@@ -1,13 +1,15 @@
 """When an AltText carries no knowledge, skip the LLM; when it is very long, bound it.
 
 Web alt text is often empty, a camera file name, a URL or CMS boilerplate ("image", "click
-here"). Fusing those with the visual caption costs an LLM call and can only add noise, so such
-rows take the visual caption directly, with the reason recorded in ``fusion_reason``.
+here"), or says nothing the visual caption does not ("dog" beside "A brown dog on a beach").
+Fusing those with the visual caption costs an LLM call and can only add noise, so such rows take
+the visual caption directly, with the reason recorded in ``fusion_reason``.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -22,6 +24,7 @@ class SkipReason(str, Enum):
     URL = "alt_url"
     BOILERPLATE = "alt_boilerplate"
     NO_WORDS = "alt_no_words"
+    IN_VISUAL_CAPTION = "alt_in_visual_caption"
 
     def __str__(self) -> str:
         return self.value
@@ -112,8 +115,12 @@ def skip_reason(alt_text: str | None, extra_boilerplate: Iterable[str] = ()) -> 
 
 
 def truncate_alt_text(alt_text: str, max_chars: int) -> str:
-    """Collapse whitespace and bound the length, cutting at a word boundary where one is near."""
-    text = re.sub(r"\s+", " ", alt_text).strip()
+    """Decode HTML entities, collapse whitespace and bound the length at a word boundary.
+
+    Scraped alt attributes often keep their entities ("Tom &amp; Jerry"); the LLM and CLIP
+    should see the text itself.
+    """
+    text = re.sub(r"\s+", " ", html.unescape(alt_text)).strip()
     if len(text) <= max_chars:
         return text
     cut = text[:max_chars]
@@ -124,9 +131,28 @@ def truncate_alt_text(alt_text: str, max_chars: int) -> str:
     return cut.rstrip(" ,;:-")
 
 
+# Function words that carry no knowledge: an AltText made only of these and of words the visual
+# caption already has adds nothing the LLM could fuse.
+_STOPWORDS = frozenset(
+    ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "with", "by", "and", "or", "but", "is", "are", "was", "were", "be", "this", "that", "these", "those", "it", "its", "my", "our", "your", "their", "his", "her", "some", "very"]
+)
+
+
+def _content_words(text: str) -> set[str]:
+    words = re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", html.unescape(text)).lower())
+    # crude plural folding ("dogs" ~ "dog"): enough to see that "Dogs" is in "a dog running"
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words if w not in _STOPWORDS}
+
+
+def alt_text_in_visual_caption(alt_text: str, visual_caption: str) -> bool:
+    """True when every content word of the AltText is already in the visual caption."""
+    return _content_words(alt_text) <= _content_words(visual_caption)
+
+
 __all__ = [
     "DEFAULT_BOILERPLATE",
     "SkipReason",
+    "alt_text_in_visual_caption",
     "normalize_for_matching",
     "skip_reason",
     "truncate_alt_text",

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llm_fusion.alt_text_rules import SkipReason, skip_reason, truncate_alt_text
+from llm_fusion.alt_text_rules import (
+    SkipReason,
+    alt_text_in_visual_caption,
+    skip_reason,
+    truncate_alt_text,
+)
 from llm_fusion.cleaning import bound_length, clean_output, rejection_reason
 from llm_fusion.clip_tokens import TokenCounter, make_token_counter
 from llm_fusion.config import FusionConfig
@@ -71,6 +76,8 @@ class FusionRules:
             )
         if reason is not None:
             return self._use_visual(record, str(reason))
+        if self.config.skip_rules and alt_text_in_visual_caption(record.alt_text or "", visual):
+            return self._use_visual(record, str(SkipReason.IN_VISUAL_CAPTION))
         return None
 
     def user_text(self, record: Record) -> str:

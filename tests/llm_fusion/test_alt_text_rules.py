@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llm_fusion.alt_text_rules import SkipReason, skip_reason, truncate_alt_text
+from llm_fusion.alt_text_rules import (
+    SkipReason,
+    alt_text_in_visual_caption,
+    skip_reason,
+    truncate_alt_text,
+)
 
 SKIP_CASES = [
     (None, SkipReason.EMPTY),
@@ -84,3 +89,23 @@ def test_truncate_alt_text_cuts_at_a_word() -> None:
 
 def test_truncate_alt_text_without_spaces_cuts_hard() -> None:
     assert truncate_alt_text("x" * 100, 30) == "x" * 30
+
+
+@pytest.mark.parametrize(
+    ("alt_text", "covered"),
+    [
+        ("dog", True),
+        ("Dogs on the beach", True),
+        ("a brown dog", True),
+        ("Max the dog", False),
+        ("dog at Brighton", False),
+        ("Labrador", False),
+    ],
+)
+def test_alt_text_already_in_the_visual_caption(alt_text: str, covered: bool) -> None:
+    vc = "A brown dog running on a sandy beach near the water."
+    assert alt_text_in_visual_caption(alt_text, vc) is covered
+
+
+def test_truncate_decodes_html_entities() -> None:
+    assert truncate_alt_text("Tom &amp; Jerry&#39;s  house", 100) == "Tom & Jerry's house"

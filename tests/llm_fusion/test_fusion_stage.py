@@ -36,6 +36,7 @@ def config(fallback: str = "visual", batch_size: int = 4, **kw) -> FusionConfig:
         ("", VC, "visual", "alt_empty"),
         ("click here", VC, "visual", "alt_boilerplate"),
         ("https://example.com/a.jpg", VC, "visual", "alt_url"),
+        ("Brown dogs on the beach", VC, "visual", "alt_in_visual_caption"),
         ("Max the golden retriever", None, "alt", "no_visual_caption"),
         ("Max the golden retriever", "  ", "alt", "no_visual_caption"),
     ],
@@ -64,6 +65,7 @@ def test_plan_sends_informative_alt_text_to_the_llm() -> None:
 def test_skip_rules_off_sends_file_names_but_not_empty_alt_text() -> None:
     rules = FusionRules.from_config(config(skip_rules=False))
     assert rules.plan(rec(1, "IMG_1234.jpg")) is None
+    assert rules.plan(rec(1, "brown dog")) is None
     assert rules.plan(rec(1, " ")).fusion_reason == "alt_empty"
 
 
