@@ -311,8 +311,12 @@ class Fetcher:
                     raise _Failure(Status.BLOCKED_ADDRESS, str(exc)) from exc
                 except ResolutionError as exc:
                     raise _Failure(Status.CONNECTION_ERROR, str(exc)) from exc
+                # IPv4 first (many worker fleets have no IPv6 route); each retry tries the next
+                # vetted address, so one dead address of a multi-homed host is not fatal.
+                addresses = sorted(addresses, key=lambda a: ":" in a)
                 requested = True
-                outcome = self._request(target, addresses[0], deadline)
+                address = addresses[retries_used % len(addresses)]
+                outcome = self._request(target, address, deadline)
             except _Failure as failure:
                 attempts = retries_used + 1 if requested else 0
                 last_http = failure.http_status or last_http

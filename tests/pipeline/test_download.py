@@ -270,6 +270,18 @@ def test_connections_per_host_cap(http_server, fast_download_config, cap, expect
     assert http_server.peak_concurrency(f"_fault/slow/{name}") == expect_peak
 
 
+def test_retry_moves_on_to_the_next_address(http_server, fast_download_config):
+    """A host with a dead address (nothing listens on 127.0.0.2's port) and a live one."""
+    from pipeline.address_guard import StaticResolver
+
+    resolver = StaticResolver({"multi.test": ("127.0.0.2", "127.0.0.1")})
+    config = dataclasses.replace(fast_download_config, resolver=resolver, retries=1)
+    # 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only
+    row = Downloader(config)(_row(f"http://multi.test:{http_server.port}/photo.jpg"))
+    assert row.status == Status.OK, row.error
+    assert row.download_attempts == 2
+
+
 def test_unexpected_bug_costs_one_row_not_the_job(fast_download_config, monkeypatch):
     downloader = Downloader(fast_download_config)
     monkeypatch.setattr(downloader.fetcher, "fetch", lambda url: 1 / 0)
