@@ -113,3 +113,30 @@ def test_cosine_schedule_with_warmup(tiny_tokenizer) -> None:
     assert lrs[0] == 0.0 and abs(lrs[5] - 5e-4) < 1e-9 and abs(lrs[10] - 1e-3) < 1e-9
     assert abs(lrs[60] - 5e-4) < 1e-9  # half way through the cosine
     assert lrs[-1] < 1e-6
+
+
+def test_t5_tokenizer_like_veclip(tmp_path: Path) -> None:
+    """VeCLIP's checkpoints use a T5 tokenizer: no BOS, EOS id 1 appended, pad id 0."""
+    from transformers import T5Tokenizer
+
+    words = ["a", "red", "circle", "blue", "square", "photo", "of", "the", "on", "left"]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -1.0 - i / 100) for i, w in enumerate(words)]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz\u2581"]
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(tmp_path / "t5")
+    tokenizer = resolve_tokenizer(
+        ModelConfig(arch="tiny", tokenizer=str(tmp_path / "t5"), tokenizer_kind="t5"), tmp_path
+    )
+    assert tokenizer("a red circle")["input_ids"][-1] == tokenizer.eos_token_id == 1
+    model = build_model(ModelConfig(arch="tiny"), tokenizer).eval()
+    assert model.config.text_config.eos_token_id == 1 and model.config.text_config.pad_token_id == 0
+    with torch.no_grad():
+        batch = model.get_text_features(
+            **tokenizer(
+                ["a red circle", "the blue square on the left"],
+                padding="longest",
+                return_tensors="pt",
+            )
+        )
+        alone = model.get_text_features(**tokenizer(["a red circle"], return_tensors="pt"))
+    assert torch.allclose(batch.pooler_output[0], alone.pooler_output[0], atol=1e-5)
