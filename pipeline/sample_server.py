@@ -236,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        parts = urlsplit(self.path)
+        # "//x" would parse as a host name; clients that join base_url + "/x" still mean "/x"
+        parts = urlsplit("/" + self.path.lstrip("/"))
         path = unquote(parts.path)
         query = parse_qs(parts.query)
         self.sample._count(path, {k.lower(): v for k, v in self.headers.items()})

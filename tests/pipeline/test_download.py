@@ -57,7 +57,10 @@ def test_images_download_and_normalise(http_server, download, fixture_images, na
 def test_demo_sample_photos_download(http_server, download):
     row = download(http_server.url("grace-hopper-00.jpg"))
     assert row.status == Status.OK, row.error
-
+    # base_url ends with "/"; a doubled slash still reaches the same file and fault routes
+    assert download(http_server.base_url + "/grace-hopper-01.jpg").status == Status.OK
+    row = download(http_server.base_url + "/_fault/status/404")
+    assert row.http_status == 404
 
 @pytest.mark.parametrize(
     "route,status,fragment,attempts",
