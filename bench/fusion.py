@@ -18,8 +18,9 @@ The skip share: how many rows of a web-like AltText mix never reach the LLM (ski
 through ``FusionStage`` with a fake model that counts nothing but rows. The mix is an assumed
 composition, modelled on raw crawled ``<img alt>`` attributes (not on a filtered set such as
 LAION, which already drops short AltText): 30% empty or whitespace, 8% camera/file names,
-3% URLs, 9% boilerplate ("image", "click here", "untitled", ...), 50% real descriptions (some of
-them tricky: "Photo of the Golden Gate Bridge", "P-38 Lightning").
+3% URLs, 9% boilerplate ("image", "click here", "untitled", ...), 5% generic AltText that only
+repeats what the visual caption says ("red car"), 45% real descriptions (some of them tricky:
+"Photo of the Golden Gate Bridge", "P-38 Lightning").
 
 Everything is local: tiny models built offline, no network. Last line: one JSON object.
 """
@@ -69,30 +70,44 @@ BOILERPLATE = (
 )
 
 
-def alt_text_mix(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(kind, alt_text) pairs in the stated composition, shuffled deterministically."""
+# Generic AltText that only repeats what the image shows, one per visual caption above.
+GENERIC = ("stone bridge", "Dog on the beach", "red car", "bowl of fruit", "Boat on a lake")
+
+
+def alt_text_mix(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(kind, alt_text, visual_caption) rows in the stated composition, shuffled."""
     rng = random.Random(seed)
-    shares = (("empty", 0.30), ("file_name", 0.08), ("url", 0.03), ("boilerplate", 0.09))
-    rows: list[tuple[str, str]] = []
+    shares = (
+        ("empty", 0.30),
+        ("file_name", 0.08),
+        ("url", 0.03),
+        ("boilerplate", 0.09),
+        ("generic", 0.05),
+    )
+    rows: list[tuple[str, str, str]] = []
     for kind, share in shares:
         for i in range(round(n * share)):
+            vc = VISUAL_CAPTIONS[i % len(VISUAL_CAPTIONS)]
             if kind == "empty":
-                rows.append((kind, rng.choice(["", " ", "\n"])))
+                alt = rng.choice(["", " ", "\n"])
             elif kind == "file_name":
-                rows.append(
-                    (kind, rng.choice([f"IMG_{i:04d}.jpg", f"DSC{i:05d}.JPG", f"photo-{i}.png"]))
-                )
+                alt = rng.choice([f"IMG_{i:04d}.jpg", f"DSC{i:05d}.JPG", f"photo-{i}.png"])
             elif kind == "url":
-                rows.append((kind, f"https://example.com/images/{i}.jpg"))
+                alt = f"https://example.com/images/{i}.jpg"
+            elif kind == "boilerplate":
+                alt = rng.choice(BOILERPLATE)
             else:
-                rows.append((kind, rng.choice(BOILERPLATE)))
+                alt = GENERIC[i % len(GENERIC)]
+            rows.append((kind, alt, vc))
     while len(rows) < n:
-        rows.append(("description", DESCRIPTIONS[len(rows) % len(DESCRIPTIONS)]))
+        i = len(rows)
+        vc = VISUAL_CAPTIONS[i % len(VISUAL_CAPTIONS)]
+        rows.append(("description", DESCRIPTIONS[i % len(DESCRIPTIONS)], vc))
     rng.shuffle(rows)
     return rows
 
 
-def make_records(alts: list[str]):
+def make_records(alts: list[str], visual_captions: list[str] | None = None):
     from schemas import Record, make_uid
 
     return [
@@ -101,7 +116,9 @@ def make_records(alts: list[str]):
             shard_id=0,
             row_index=i,
             alt_text=alt,
-            visual_caption=VISUAL_CAPTIONS[i % len(VISUAL_CAPTIONS)],
+            visual_caption=(
+                visual_captions[i] if visual_captions else VISUAL_CAPTIONS[i % len(VISUAL_CAPTIONS)]
+            ),
         )
         for i, alt in enumerate(alts)
     ]
@@ -256,13 +273,13 @@ def main() -> None:
 
     # skip share on the AltText mix (a counting model: the LLM's speed is not measured here)
     mix = alt_text_mix(args.mix_rows)
-    mix_records = make_records([alt for _, alt in mix])
+    mix_records = make_records([alt for _, alt, _ in mix], [vc for _, _, vc in mix])
     t_mix, mix_out = run_stage(
         FusionStage(config, generator_loader=load_counting), mix_records, tmp / "mix.pkl"
     )
     skipped = sum(1 for r in mix_out if (r.fusion_reason or "").startswith("alt_"))
     by_kind: dict[str, list[int]] = {}
-    for (kind, _), r in zip(mix, sorted(mix_out, key=lambda r: r.uid), strict=True):
+    for (kind, _, _), r in zip(mix, sorted(mix_out, key=lambda r: r.uid), strict=True):
         hit = by_kind.setdefault(kind, [0, 0])
         hit[0] += (r.fusion_reason or "").startswith("alt_")
         hit[1] += 1
