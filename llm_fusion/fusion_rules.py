@@ -56,9 +56,6 @@ class FusionRules:
 
     # -- before the LLM ------------------------------------------------------------------
 
-    def needs_llm(self, record: Record) -> bool:
-        return record.ok and record.fusion_source is None and self.plan(record) is None
-
     def plan(self, record: Record) -> Record | None:
         """The finished record when no LLM call is needed, else None (send it to the LLM).
 
