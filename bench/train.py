@@ -43,7 +43,12 @@ ALT_WRONG = 0.7
 def loader_rate(data: Path, tokenizer, image_size: int, samples: int, workers: int = 0) -> float:
     config = DataConfig(paths=(str(data),), shuffle_buffer=256)
     loader, _ = build_train_loader(
-        config, tokenizer, image_size=image_size, context_length=77, batch_size=32, num_workers=workers
+        config,
+        tokenizer,
+        image_size=image_size,
+        context_length=77,
+        batch_size=32,
+        num_workers=workers,
     )
     it = iter(loader)
     next(it)  # start-up (worker fork, first buffer fill) is not throughput
@@ -60,10 +65,16 @@ def step_rate(arch: str, tokenizer, batch: int, steps: int) -> float:
     optimizer = build_optimizer(model, OptimConfig())
     size = model.config.vision_config.image_size
     pixels = torch.randn(batch, 3, size, size)
-    tokens = tokenizer(["a photo of a red circle on a grey background"] * batch, return_tensors="pt")
+    tokens = tokenizer(
+        ["a photo of a red circle on a grey background"] * batch, return_tensors="pt"
+    )
 
     def one_step() -> None:
-        out = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels)
+        out = model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=pixels,
+        )
         loss = clip_loss(out.image_embeds, out.text_embeds, model.logit_scale.exp())
         loss.backward()
         optimizer.step()
@@ -123,21 +134,31 @@ def main() -> None:
         step_tiny = step_rate("tiny", tokenizer, batch=64, steps=20)
         print("== data loader vs model step (1 process, 1 torch thread, CPU)")
         print(f"  loader 256px JPEG -> 224 crop : {loader_224:8.1f} samples/s")
-        print(f"  ViT-B/16 train step @224      : {step_b16:8.1f} samples/s   loader/step = {loader_224 / step_b16:.1f}x")
+        print(
+            f"  ViT-B/16 train step @224      : {step_b16:8.1f} samples/s   loader/step = {loader_224 / step_b16:.1f}x"
+        )
         print(f"  loader 32px                   : {loader_32:8.1f} samples/s")
-        print(f"  tiny CLIP train step @32      : {step_tiny:8.1f} samples/s   loader/step = {loader_32 / step_tiny:.1f}x")
+        print(
+            f"  tiny CLIP train step @32      : {step_tiny:8.1f} samples/s   loader/step = {loader_32 / step_tiny:.1f}x"
+        )
         print("  (a GPU step is far faster than these CPU steps: give each GPU about")
         print("   gpu_samples_per_s / loader_samples_per_s DataLoader workers)")
 
         # 2. VeCLIP in miniature
         noisy = root / "noisy"
-        write_shapes_dataset(noisy, 1024, rows_per_shard=128, image_size=32, seed=0, alt_wrong_prob=ALT_WRONG)
+        write_shapes_dataset(
+            noisy, 1024, rows_per_shard=128, image_size=32, seed=0, alt_wrong_prob=ALT_WRONG
+        )
         eval_set = write_shapes_eval_set(root / "eval.parquet", image_size=32)
         runs = {p: miniature(root, noisy, eval_set, p) for p in (0.0, 0.5, 1.0)}
-        print(f"== VeCLIP in miniature: AltText wrong {ALT_WRONG:.0%}, VeC right; {STEPS} steps x 64, tiny CLIP")
+        print(
+            f"== VeCLIP in miniature: AltText wrong {ALT_WRONG:.0%}, VeC right; {STEPS} steps x 64, tiny CLIP"
+        )
         print("  p (VeC share)   R@1     R@5    train s   data wait")
         for p, r in runs.items():
-            print(f"  {p:>4}           {r['r1']:.3f}   {r['r5']:.3f}   {r['seconds']:6.1f}    {r['data_wait_frac']:.0%}")
+            print(
+                f"  {p:>4}           {r['r1']:.3f}   {r['r5']:.3f}   {r['seconds']:6.1f}    {r['data_wait_frac']:.0%}"
+            )
         print(f"  chance R@1 = {1 / 24:.3f} (24 distinct captions)")
 
     print(

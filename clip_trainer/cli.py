@@ -74,7 +74,9 @@ def _register_train(subparsers: Any) -> None:
         default=True,
         help="only shards whose stats file exists",
     )
-    g.add_argument("--shuffle-buffer", type=int, default=10_000)
+    g.add_argument(
+        "--shuffle-buffer", type=int, default=5_000, help="rows held per process x worker"
+    )
     g.add_argument("--units-per-block", type=int, default=4)
     g.add_argument("--hflip-prob", type=float, default=0.5)
     g.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")

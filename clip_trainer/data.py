@@ -21,6 +21,7 @@ keeps every DDP rank on the same number of batches.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,11 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from clip_trainer.sampling import CaptionSampler, CaptionSource
 from clip_trainer.transforms import TrainTransform, decode_for_training
 
+_log = logging.getLogger(__name__)
 _SHARD_NAME = re.compile(r"^part-\d+\.parquet$")
 
 
@@ -53,7 +56,8 @@ class DataConfig:
     status_column: str | None = "status"  # None: every row with an image counts
     ok_statuses: tuple[str, ...] = ("ok", "success")  # vecap's and img2dataset's
     require_finished: bool = True  # vecap shards count only once their stats file exists
-    shuffle_buffer: int = 10_000  # rows held per data slot
+    # Rows held per data slot (process x worker), image bytes included: 5000 x ~50 kB = 250 MB.
+    shuffle_buffer: int = 5_000
     units_per_block: int = 4  # units mixed by one buffer fill; also the resume granularity
     read_batch_rows: int = 512
     crop_scale: tuple[float, float] = (0.9, 1.0)
@@ -154,7 +158,8 @@ def plan_units(files: Sequence[str], n_slots: int) -> tuple[list[ReadUnit], bool
 class ShardedCaptionDataset(IterableDataset):
     """Infinite stream of training samples for one process (rank) and its DataLoader workers.
 
-    Yields dicts with ``pixel_values`` (CHW float tensor), ``text``, ``caption_source``
+    Yields dicts with ``pixel_values`` (uint8 CHW tensor; the trainer normalises it on the
+    device), ``text``, ``caption_source``
     (:class:`CaptionSource`), the sample's slot and :class:`Position`, and counts of rows
     dropped just before it (``filtered``: status/image/caption; ``bad_images``: undecodable).
     """
@@ -192,6 +197,7 @@ class ShardedCaptionDataset(IterableDataset):
             size=image_size, scale=config.crop_scale, hflip_prob=config.hflip_prob
         )
         self.sampler = config.sampler
+        self._bad_logged = 0
 
     # -- the row stream (no decoding: cheap to skip through on resume) --
 
@@ -335,7 +341,13 @@ class ShardedCaptionDataset(IterableDataset):
         try:
             image = decode_for_training(row[cfg.image_column], self.transform.size)
             pixels = self.transform(image, rng)
-        except Exception:  # noqa: BLE001 - any undecodable image is counted and skipped, never fatal
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # Counted in the metrics (bad_images); the first few are named in the log.
+            self._bad_logged += 1
+            if self._bad_logged <= 5:
+                _log.warning(
+                    "slot %d: skipping undecodable image (uid %s): %s", slot, row.get("uid"), exc
+                )
             return None
         return {
             "pixel_values": pixels,
@@ -384,7 +396,7 @@ def _check_columns(path: str, config: DataConfig) -> list[str]:
         raise ValueError(
             f"{path} has neither caption column {config.vec_field!r} nor {config.alt_field!r}"
         )
-    wanted = [config.image_column, config.vec_field, config.alt_field, config.status_column]
+    wanted = [config.image_column, config.vec_field, config.alt_field, config.status_column, "uid"]
     return [c for c in dict.fromkeys(wanted) if c is not None and c in names]
 
 

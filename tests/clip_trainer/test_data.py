@@ -43,7 +43,6 @@ def _failed_rows(files: list[str]) -> int:
 def _dataset(run: Path, world: int, **config) -> ShardedCaptionDataset:
     cfg = DataConfig(paths=(str(run),), shuffle_buffer=16, units_per_block=2, **config)
     ds = ShardedCaptionDataset(cfg, image_size=16, world_size=world, num_workers=0)
-    ds.columns.append("uid")  # to identify rows in the test
     return ds
 
 
