@@ -62,6 +62,7 @@ def test_demo_sample_photos_download(http_server, download):
     row = download(http_server.base_url + "/_fault/status/404")
     assert row.http_status == 404
 
+
 @pytest.mark.parametrize(
     "route,status,fragment,attempts",
     [
