@@ -66,7 +66,10 @@ def _register_train(subparsers: Any) -> None:
         "--status-column", default="status", help="rows count when this column is ok/success"
     )
     g.add_argument(
-        "--no-status-column", action="store_true", help="train on every row with an image"
+        "--status-filter",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep only rows whose status is ok/success (--no-status-filter: every row with an image)",
     )
     g.add_argument(
         "--require-finished",
@@ -88,7 +91,12 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--warmup", type=int, default=2000, help="warmup steps")
     g.add_argument("--grad-clip", type=float, help="max gradient norm")
     g.add_argument("--precision", default="auto", choices=("auto", "no", "fp16", "bf16"))
-    g.add_argument("--cpu", action="store_true", help="train on CPU even when CUDA is present")
+    g.add_argument(
+        "--cpu",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="train on CPU even when CUDA is present",
+    )
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("run")
     g.add_argument("--log-every", type=int, default=10)
@@ -156,7 +164,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
             vec_field=args.vec_field,
             alt_field=args.alt_field,
             image_column=args.image_column,
-            status_column=None if args.no_status_column else args.status_column,
+            status_column=args.status_column if args.status_filter else None,
             require_finished=args.require_finished,
             shuffle_buffer=args.shuffle_buffer,
             units_per_block=args.units_per_block,

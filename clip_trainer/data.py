@@ -390,7 +390,7 @@ def _check_columns(path: str, config: DataConfig) -> list[str]:
     if config.status_column is not None and config.status_column not in names:
         raise ValueError(
             f"{path} has no status column {config.status_column!r}; set status_column=None "
-            "(--no-status-column) to train on every row with an image"
+            "(--no-status-filter) to train on every row with an image"
         )
     if config.vec_field not in names and config.alt_field not in names:
         raise ValueError(
