@@ -134,7 +134,42 @@ def truncate_alt_text(alt_text: str, max_chars: int) -> str:
 # Function words that carry no knowledge: an AltText made only of these and of words the visual
 # caption already has adds nothing the LLM could fuse.
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "with", "by", "and", "or", "but", "is", "are", "was", "were", "be", "this", "that", "these", "those", "it", "its", "my", "our", "your", "their", "his", "her", "some", "very"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "with",
+        "by",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "my",
+        "our",
+        "your",
+        "their",
+        "his",
+        "her",
+        "some",
+        "very",
+    ]
 )
 
 

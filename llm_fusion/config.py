@@ -25,6 +25,8 @@ class FusionConfig:
     """
 
     generation: GenerationConfig
+    # recorded in fusion_model instead of generation.model (a local path is no provenance)
+    model_name: str | None = None
     prompt_id: str = DEFAULT_PROMPT_ID  # a built-in prompt; ignored when prompt_file is set
     prompt_file: str | None = None  # user prompt with {alt_text} and {visual_caption}
     fallback: str = "visual"

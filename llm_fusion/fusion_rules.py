@@ -145,7 +145,7 @@ class FusionRules:
 
     def _provenance(self, record: Record, model_id: str | None) -> Record:
         return record.replace(
-            fusion_model=model_id or self.config.generation.model,
+            fusion_model=self.config.model_name or model_id or self.config.generation.model,
             fusion_prompt_id=self.prompt.prompt_id,
         )
 

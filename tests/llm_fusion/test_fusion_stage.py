@@ -93,6 +93,12 @@ def test_rejected_output_takes_the_fallback(fallback: str, source: str | None, s
         assert "llm_refusal" in out.error and out.jpg is None
 
 
+def test_model_name_is_the_recorded_provenance() -> None:
+    rules = FusionRules.from_config(config(model_name="lmsys/vicuna-7b-v1.5"))
+    out = rules.apply_output(rec(1, "Max"), "Max runs on the beach.", "/models/vicuna")
+    assert out.fusion_model == "lmsys/vicuna-7b-v1.5"
+
+
 def test_failed_batch_row_records_the_error() -> None:
     out = FusionRules.from_config(config()).apply_failure(rec(1, "Max"), RuntimeError("OOM"), "m")
     assert out.fusion_source == "visual"
