@@ -131,3 +131,36 @@ def test_config_and_dofn_pickle():
     fn = pickle.loads(pickle.dumps(_DownloadFn(config)))
     fn.setup()
     fn.teardown()
+
+
+def test_dofn_emits_every_row_once_across_bundles(http_server, fast_download_config):
+    """Driven by hand: rows submitted in one bundle come out by that bundle's end, once each,
+    with the timestamp and window they came in with, even when they finish out of order."""
+    from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    config = dataclasses.replace(fast_download_config, threads=4, max_in_flight=3)
+    fn = _DownloadFn(config)
+    fn.setup()
+    try:
+        for bundle in range(2):
+            fn.start_bundle()
+            out = []
+            urls = ["_fault/slow/photo.jpg?secs=0.3", "photo.png", "_fault/status/404", "wide.jpg"]
+            for i, route in enumerate(urls):
+                row = Record(
+                    uid=f"{bundle}-{i}", shard_id=bundle, row_index=i, url=http_server.url(route)
+                )
+                window = GlobalWindow() if i % 2 else IntervalWindow(0, 10)
+                out.extend(fn.process(row, timestamp=i, window=window))
+            out.extend(fn.finish_bundle())
+            assert all(isinstance(v, WindowedValue) for v in out)
+            by_uid = {v.value.uid: v for v in out}
+            assert sorted(by_uid) == [f"{bundle}-{i}" for i in range(4)] and len(out) == 4
+            for i in range(4):
+                assert by_uid[f"{bundle}-{i}"].timestamp == i
+            assert by_uid[f"{bundle}-0"].windows == (IntervalWindow(0, 10),)
+            assert by_uid[f"{bundle}-2"].value.status == Status.HTTP_ERROR
+            assert fn._pending == {}
+    finally:
+        fn.teardown()
