@@ -428,8 +428,8 @@ def run_pipeline(
         if counters.get("rows_regrouped"):
             print(
                 f"vecap run: note: {counters['rows_regrouped']} rows reached the writer split "
-                "across bundles and were regrouped through a shuffle (a stage redistributes rows); "
-                "correct, but memory then grows with the data on the local runner",
+                "across bundles (a stage or the runner redistributed them) and were regrouped "
+                "through a shuffle: correct, at the cost of holding them in the shuffle",
                 file=stream,
             )
         done = finished_shards(output)

@@ -105,7 +105,10 @@ def test_multi_process_runner_end_to_end(tiny_models, tmp_path):
     assert len(mp.written) == 2  # both shards committed by the worker processes
     from pipeline.manifest import read_manifest
 
-    assert read_manifest(str(tmp_path / "mp"))["runs"][-1]["shards_fused"] == 2
+    # each shard committed exactly once, by the fused path or (rows split over the workers'
+    # bundles) the regroup path
+    run = read_manifest(str(tmp_path / "mp"))["runs"][-1]
+    assert run.get("shards_fused", 0) + run.get("shards_regrouped", 0) == 2
     res = export_json(ExportConfig(source=str(tmp_path / "mp"), splits=2))
     assert res.entries == len({r["url"] for r in ok})
 
@@ -137,7 +140,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
             argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.time() + 90
+            deadline = time.time() + 240  # a shared, loaded machine starts Beam slowly
             while time.time() < deadline and proc.poll() is None:
                 if len(list((killed / "shards").glob("part-*.stats.json"))) >= 3:
                     break
@@ -150,7 +153,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
                 proc.kill()
         assert proc.returncode == -signal.SIGKILL
         partial = finished_shards(str(killed))
-        assert 3 <= len(partial) < 15, "the kill must land mid-run"
+        assert 3 <= len(partial) < 15, (
+            f"the kill must land mid-run, {len(partial)} shards were done"
+        )
 
         # rerun the same command to completion, and an uninterrupted run for reference
         resumed = subprocess.run(
