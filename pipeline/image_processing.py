@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from schemas.status import Status
 
@@ -173,7 +174,7 @@ def _process_open_image(
         img.load()
         if orientation != 1:
             ImageOps.exif_transpose(img, in_place=True)
-        rgb = to_rgb(img)
+        rgb = to_rgb(to_srgb(img))
     except Image.DecompressionBombError as exc:
         raise ImageError(Status.DECOMPRESSION_BOMB, str(exc)) from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
@@ -231,6 +232,41 @@ def _apply_resize(img: Image.Image, target: tuple[int, int], config: ImageConfig
     return img
 
 
+def to_srgb(img: Image.Image) -> Image.Image:
+    """Apply the embedded ICC profile (Display P3, Adobe RGB, a print CMYK, ...) into sRGB.
+
+    Models are trained on sRGB pixels; a wide-gamut photo taken at face value looks washed out,
+    and a CMYK one converted without its profile gets the wrong colours. Returns ``img`` itself
+    when there is no profile, it already is sRGB, or it cannot be used.
+    """
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "CMYK"):
+        return img
+    transform = _srgb_transform(bytes(icc), img.mode)
+    if transform is None:
+        return img
+    return ImageCms.applyTransform(img, transform)
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@lru_cache(maxsize=64)  # web images share a handful of profiles; building one costs ~1 ms
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = (ImageCms.getProfileDescription(source) or "").lower()
+        if "srgb" in name or "61966-2" in name:
+            return None  # already sRGB: no work, no rounding
+        return ImageCms.buildTransform(
+            source, _srgb_profile(), mode, "RGB", flags=ImageCms.Flags.NOCACHE
+        )  # NOCACHE: lcms2's one-pixel cache is not thread-safe
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None  # a broken or exotic profile: keep the pixel values as they are
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB: alpha composited over white, palettes expanded, CMYK converted, 16-bit scaled.
 
@@ -285,4 +321,5 @@ __all__ = [
     "process_image",
     "sniff_format",
     "to_rgb",
+    "to_srgb",
 ]

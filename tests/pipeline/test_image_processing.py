@@ -258,3 +258,72 @@ def test_truncated_jpeg_is_a_decode_error(fixture_images):
 def test_config_validation(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         ImageConfig(**kwargs)
+
+
+def _icc_profile(red, green, blue, name: bytes) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC display profile (gamma 2.2) with the given primaries."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x, y, z) -> bytes:
+        return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
+
+    text = name + b"\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * (4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", 0x0233) + b"\0\0"
+    d50 = (0.9642, 1.0, 0.8249)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(*d50)),
+        (b"rXYZ", xyz(*red)),
+        (b"gXYZ", xyz(*green)),
+        (b"bXYZ", xyz(*blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+        + b"\0" * 12 + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(d50[0]) + s15(d50[1])
+        + s15(d50[2]) + b"\0" * 48
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+SRGB_RED, SRGB_GREEN, SRGB_BLUE = (
+    (0.4361, 0.2225, 0.0139),
+    (0.3851, 0.7169, 0.0971),
+    (0.1431, 0.0606, 0.7141),
+)
+
+
+def test_embedded_icc_profile_is_converted_to_srgb():
+    # A profile whose first channel is the sRGB *blue* primary: pure "red" pixel values mean blue.
+    swapped = _icc_profile(SRGB_BLUE, SRGB_GREEN, SRGB_RED, b"swapped primaries")
+    img = Image.new("RGB", (64, 64), (255, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", icc_profile=swapped)
+    out = _decode(process_image(buf.getvalue(), ImageConfig(resize_mode="no")).data)
+    r, g, b = out.getpixel((32, 32))
+    assert b > 200 and r < 60, (r, g, b)
+
+
+def test_srgb_and_broken_profiles_leave_pixels_alone(fixture_images):
+    plain = _icc_profile(SRGB_RED, SRGB_GREEN, SRGB_BLUE, b"sRGB IEC61966-2.1")
+    for profile in (plain, b"not a profile at all"):
+        img = Image.new("RGB", (64, 64), (200, 30, 30))
+        buf = io.BytesIO()
+        img.save(buf, "PNG", icc_profile=profile)
+        out = _decode(process_image(buf.getvalue(), ImageConfig(resize_mode="no")).data)
+        r, g, b = out.getpixel((32, 32))
+        assert abs(r - 200) < 6 and g < 40 and b < 40
