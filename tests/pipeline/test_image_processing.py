@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -201,10 +200,8 @@ def test_decompression_bomb_is_refused_from_the_header():
     bomb = make_png_bomb(8_000, 8_000)
     assert len(bomb) < 100_000
     before = Image.MAX_IMAGE_PIXELS
-    start = time.perf_counter()
     with pytest.raises(ImageError) as err:
         process_image(bomb, ImageConfig(max_image_pixels=40_000_000))
-    assert time.perf_counter() - start < 1.0  # never decoded
     assert err.value.status is Status.DECOMPRESSION_BOMB
     assert "8000x8000" in err.value.message
     assert before == Image.MAX_IMAGE_PIXELS  # the global is left alone
