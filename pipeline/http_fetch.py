@@ -46,6 +46,8 @@ SUPPORTED_SCHEMES: frozenset[str] = frozenset({"http", "https"})
 # Worth another try: the server or the path may recover. Other 4xx will not.
 RETRYABLE_HTTP_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Failure kinds whose message tells how many attempts were made (the others never retry).
+_RETRIED_KINDS = frozenset({Status.HTTP_ERROR, Status.TIMEOUT, Status.CONNECTION_ERROR})
 _CHUNK = 64 * 1024
 # Small error/redirect bodies are read off so the kept-alive connection can be reused.
 _DRAIN_LIMIT = 64 * 1024
@@ -383,7 +385,7 @@ class Fetcher:
         failure: _Failure, attempts: int, http_status: int | None, current: str, url: str
     ) -> FetchResult:
         message = failure.message
-        if attempts:
+        if attempts and failure.status in _RETRIED_KINDS:
             message += f" after {_plural(attempts, 'attempt')}"
         message += failure.note
         if current != url and failure.status is not Status.BLOCKED_ADDRESS:
