@@ -26,3 +26,18 @@ def jpeg_bytes(image) -> bytes:
 def images():
     # different sizes on purpose: the processor must bring them to one shape
     return [make_image(i, (48 + 8 * (i % 4), 40 + 6 * (i % 3))) for i in range(8)]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread for these tests, restored afterwards.
+
+    The tiny models gain nothing from threads, and on a shared 2-core machine OpenMP's
+    spin-waiting threads make them several times slower (measured in bench/caption.py).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

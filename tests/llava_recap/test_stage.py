@@ -236,3 +236,29 @@ def test_all_rows_not_ok_skip_the_model(tmp_path):
         records, CaptionStage(_config("fake"), generator_factory=raising_factory), tmp_path
     )
     assert sorted(out, key=lambda r: r.uid) == records
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"generation": {"max_batch_duration_secs": 1.0, "min_batch_size": 1}},
+        {"share_model_across_processes": True},
+    ],
+    ids=["time-bounded-batches", "shared-model"],
+)
+def test_batching_and_sharing_options_run(change, tmp_path):
+    import dataclasses
+
+    config = _config("fake")
+    if "generation" in change:
+        config = dataclasses.replace(
+            config, generation=dataclasses.replace(config.generation, **change["generation"])
+        )
+    else:
+        config = dataclasses.replace(config, **change)
+    records = _records([20, 22, 24, 26, 28])
+    out = run_stage(records, CaptionStage(config, generator_factory=poison_factory), tmp_path)
+    by_uid = {r.uid: r for r in out}
+    assert len(by_uid) == len(records)
+    for record in records:
+        assert by_uid[record.uid].visual_caption == f"An image {record_width(record)} px wide."

@@ -118,3 +118,47 @@ def test_make_tiny_models_cli(tmp_path, capsys):
     assert str(tmp_path / "tiny-llava") in out and str(tmp_path / "tiny-llama") in out
     assert (tmp_path / "tiny-llava" / "model.safetensors").exists()
     assert (tmp_path / "tiny-llama" / "tokenizer.json").exists()
+
+
+def test_caption_cli_prints_json_lines(tiny_models, tmp_path, capsys):
+    import json
+
+    from pipeline.cli import build_parser
+    from tests.llava_recap.conftest import make_image
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        make_image(i).save(path)
+        paths.append(str(path))
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    paths.insert(1, str(tmp_path / "bad.jpg"))
+    argv = [
+        "caption",
+        *paths,
+        "--model",
+        str(tiny_models.llava),
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    args = build_parser(("llava_recap.cli",)).parse_args(argv)
+    assert args.func(args) == 1  # one image failed
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["image"] for r in rows) == sorted(paths)
+    by_path = {r["image"]: r for r in rows}
+    assert "cannot decode image" in by_path[paths[1]]["error"]
+    for path in paths[:1] + paths[2:]:
+        assert by_path[path]["caption"] and by_path[path]["prompt_id"] == "veclip-concise-v1"
+
+
+def test_caption_cli_rejects_bad_config(capsys):
+    from pipeline.cli import build_parser
+
+    argv = ["caption", "x.jpg", "--model", "m", "--prompt-id", "nope"]
+    args = build_parser(("llava_recap.cli",)).parse_args(argv)
+    assert args.func(args) == 2
+    assert "unknown caption prompt id" in capsys.readouterr().err
