@@ -7,6 +7,7 @@
 * Classification: an ImageFolder layout (one subfolder per class); class embeddings are the mean
   of prompt-template embeddings (CLIP's prompt ensembling); top-1 / top-5 accuracy.
 
+Rows that carry the same image bytes are one image with several captions (COCO's protocol).
 Ties count against the model: a correct item's rank is the number of *other* candidates that
 score at least as high. A collapsed model that maps everything to one vector therefore scores
 recall 0 below k = N, instead of whatever index order would give it.
@@ -237,6 +238,25 @@ def load_retrieval_pairs(
     return images, captions
 
 
+def group_by_image(
+    images: Sequence[bytes], captions: Sequence[str]
+) -> tuple[list[bytes], list[str], list[int]]:
+    """(distinct images, captions, caption -> image index): rows that carry the same image bytes
+    are one image with several captions, the COCO/Flickr protocol (5 captions per image)."""
+    import hashlib
+
+    index: dict[bytes, int] = {}
+    unique: list[bytes] = []
+    owner: list[int] = []
+    for data in images:
+        key = hashlib.sha1(data).digest()
+        if key not in index:
+            index[key] = len(unique)
+            unique.append(data)
+        owner.append(index[key])
+    return unique, list(captions), owner
+
+
 def _looks_like_parquet_dir(path: Path) -> bool:
     return (path / "shards").is_dir() or any(path.glob("*.parquet"))
 
@@ -246,15 +266,18 @@ def _folder_pairs(folder: Path, max_items: int | None) -> tuple[list[bytes], lis
     images, captions = [], []
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     for file in files:
-        caption = table.get(file.name) if table is not None else None
-        if caption is None and file.with_suffix(".txt").exists():
-            caption = file.with_suffix(".txt").read_text(encoding="utf-8")
-        caption = (caption or "").strip()
-        if caption:
-            images.append(file.read_bytes())
+        texts = table.get(file.name, []) if table is not None else []
+        if not texts and file.with_suffix(".txt").exists():
+            texts = [file.with_suffix(".txt").read_text(encoding="utf-8")]
+        data = None
+        for caption in (t.strip() for t in texts):
+            if not caption:
+                continue
+            data = data if data is not None else file.read_bytes()
+            images.append(data)
             captions.append(caption)
-        if max_items is not None and len(images) >= max_items:
-            break
+            if max_items is not None and len(images) >= max_items:
+                return images, captions
     if not images:
         raise ValueError(
             f"{folder}: no images with captions (need NAME.txt beside each image or a captions.jsonl/csv/tsv)"
@@ -262,7 +285,8 @@ def _folder_pairs(folder: Path, max_items: int | None) -> tuple[list[bytes], lis
     return images, captions
 
 
-def _caption_table(folder: Path) -> dict[str, str] | None:
+def _caption_table(folder: Path) -> dict[str, list[str]] | None:
+    """file name -> captions; a file may appear on several rows (COCO: five captions each)."""
     for name in ("captions.jsonl", "captions.csv", "captions.tsv"):
         path = folder / name
         if not path.exists():
@@ -278,13 +302,13 @@ def _caption_table(folder: Path) -> dict[str, str] | None:
                 rows = list(
                     csv.DictReader(handle, delimiter="\t" if name.endswith(".tsv") else ",")
                 )
-        table = {}
+        table: dict[str, list[str]] = {}
         for row in rows:
             file = row.get("file") or row.get("image") or row.get("filename")
             caption = row.get("caption") or row.get("text")
             if file is None or caption is None:
                 raise ValueError(f"{path}: each row needs file/image and caption/text")
-            table[str(file)] = str(caption)
+            table.setdefault(str(file), []).append(str(caption))
         return table
     return None
 
@@ -349,11 +373,12 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         )
         if not images:
             raise ValueError(f"{config.retrieval}: no usable image/caption pairs")
+        images, captions, owner = group_by_image(images, captions)
         image_embeds = encode_images(
             model, (decode_image(b) for b in images), transform, config.batch_size
         )
         text_embeds = encode_texts(model, tokenizer, captions, config.batch_size)
-        results["retrieval"] = retrieval_metrics(image_embeds, text_embeds)
+        results["retrieval"] = retrieval_metrics(image_embeds, text_embeds, owner)
     if config.zeroshot is not None:
         paths, labels, classnames = load_image_folder(config.zeroshot, config.classnames)
         classifier = zero_shot_classifier(model, tokenizer, classnames, config.templates)
@@ -372,6 +397,7 @@ __all__ = [
     "encode_images",
     "encode_texts",
     "evaluate",
+    "group_by_image",
     "load_for_eval",
     "load_image_folder",
     "load_retrieval_pairs",

@@ -375,6 +375,7 @@ def _evaluate_retrieval(
     from clip_trainer.evaluate import (
         encode_images,
         encode_texts,
+        group_by_image,
         load_retrieval_pairs,
         retrieval_metrics,
     )
@@ -388,15 +389,17 @@ def _evaluate_retrieval(
             images, captions = load_retrieval_pairs(config.eval_data, config.eval_caption_field)
             if not images:
                 raise ValueError(f"eval_data {config.eval_data}: no usable image/caption pairs")
-            cache["pairs"] = (images, captions)
-        images, captions = cache["pairs"]
+            cache["pairs"] = group_by_image(images, captions)
+        images, captions, owner = cache["pairs"]
         transform = EvalTransform(size=model_image_size(core), mean=tuple(mean), std=tuple(std))
         core.eval()
         with accelerator.autocast():
             image_embeds = encode_images(core, (decode_image(b) for b in images), transform)
             text_embeds = encode_texts(core, tokenizer, captions)
         core.train()
-        scores = {k: v for k, v in retrieval_metrics(image_embeds, text_embeds).items() if "@" in k}
+        scores = {
+            k: v for k, v in retrieval_metrics(image_embeds, text_embeds, owner).items() if "@" in k
+        }
     accelerator.wait_for_everyone()
     return scores
 

@@ -13,6 +13,7 @@ from PIL import Image
 from clip_trainer.evaluate import (
     EvalConfig,
     evaluate,
+    group_by_image,
     load_image_folder,
     load_retrieval_pairs,
     retrieval_metrics,
@@ -84,6 +85,19 @@ def test_folder_with_side_files_and_caption_table(tmp_path: Path) -> None:
     (table / "x.png").write_bytes(_png((1, 2, 3)))
     (table / "captions.jsonl").write_text(json.dumps({"file": "x.png", "caption": "dark"}) + "\n")
     assert load_retrieval_pairs(str(table))[1] == ["dark"]
+
+
+def test_coco_style_several_captions_per_image(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(_png((255, 0, 0)))
+    (tmp_path / "b.png").write_bytes(_png((0, 0, 255)))
+    rows = [("a.png", "red one"), ("b.png", "blue one"), ("a.png", "red again"), ("a.png", " ")]
+    (tmp_path / "captions.jsonl").write_text(
+        "".join(json.dumps({"file": f, "caption": c}) + "\n" for f, c in rows)
+    )
+    images, captions = load_retrieval_pairs(str(tmp_path))
+    assert captions == ["red one", "red again", "blue one"]
+    unique, texts, owner = group_by_image(images, captions)
+    assert len(unique) == 2 and texts == captions and owner == [0, 0, 1]
 
 
 def test_parquet_pairs_skip_failed_rows(shapes_run: Path) -> None:
