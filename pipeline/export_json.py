@@ -126,6 +126,18 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets of length n+1, uint8 data) of a string array without nulls, zero-copy."""
+    arr = arr.cast(pa.large_string())  # int64 offsets whatever the input
+    _, offsets_buf, data_buf = arr.buffers()
+    n = len(arr)
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return offsets, data
+
+
 def _hashes(urls: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
     """Stable 64-bit hashes of URLs: FNV-1a over the UTF-8 bytes, then MurmurHash3's finaliser.
 
@@ -137,15 +149,10 @@ def _hashes(urls: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
         urls = pa.array(list(urls), pa.string())
     if isinstance(urls, pa.ChunkedArray):
         urls = urls.combine_chunks()
-    urls = urls.cast(pa.large_string())  # int64 offsets whatever the input
     n = len(urls)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    _, offsets_buf, data_buf = urls.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=urls.offset * 8)
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    )
+    offsets, data = _string_buffers(urls)
     starts = offsets[:-1]
     lengths = offsets[1:] - starts
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
@@ -280,8 +287,8 @@ def _write_splits(
         final = f"{dest}/{split_file_name(config.name, split, config.splits)}"
         target = f"{final}.tmp" if local else final  # object stores: one upload is atomic
         count = 0
-        with fs.open(target, "w", encoding="utf-8") as out:
-            out.write("{")
+        with fs.open(target, "wb") as out:
+            out.write(b"{")
             first = True
             for k in range(per_split):
                 bucket = split + k * config.splits  # bucket % splits == split
@@ -292,7 +299,7 @@ def _write_splits(
                 count += n
                 result.duplicates += dups
                 os.remove(path)
-            out.write("\n}\n")
+            out.write(b"\n}\n")
         if local:
             fs.mv(target, final)
         result.entries_per_split[split] = count
@@ -325,31 +332,60 @@ def _first_occurrences(table: pa.Table) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
-def _json_strings(arr: pa.ChunkedArray) -> pa.Array:
-    """Each string as a JSON string literal, exactly as ``json.encoder.encode_basestring``."""
+def _rows_with_bytes(offsets: np.ndarray, byte_mask: np.ndarray) -> np.ndarray:
+    """Per row: does the row hold a byte where ``byte_mask`` (over data[offsets[0]:offsets[-1]])
+    is true?"""
+    rows = np.zeros(len(offsets) - 1, dtype=bool)
+    hits = np.flatnonzero(byte_mask) + offsets[0]
+    if hits.size:
+        rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return rows
+
+
+def _json_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each string as a JSON string literal, exactly as ``json.encoder.encode_basestring``.
+
+    Most strings need no escaping: the bytes are scanned with numpy (in UTF-8 every byte of a
+    multi-byte character is >= 0x80) and only rows holding a quote, a backslash or a control
+    character are escaped, the last kind by the json module's C encoder.
+    """
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    control = pc.match_substring_regex(arr, r"[\x00-\x1f]")
-    if pc.any(control).as_py():
-        # control characters need escapes like \\n and \\u0001: the C encoder, for those rows only
-        rows = arr.filter(control).to_pylist()
-        quoted = pc.replace_with_mask(
-            quoted, control, pa.array([encode_basestring(v) for v in rows])
+    offsets, data = _string_buffers(arr)
+    span = data[int(offsets[0]) : int(offsets[-1])]
+    quoted = pc.binary_join_element_wise('"', arr, '"', "")
+    control = _rows_with_bytes(offsets, span < 0x20)
+    special = _rows_with_bytes(offsets, (span == 0x22) | (span == 0x5C)) & ~control
+    if special.any():
+        mask = pa.array(special)
+        escaped = pc.replace_substring(
+            pc.replace_substring(arr.filter(mask), "\\", "\\\\"), '"', '\\"'
         )
+        quoted = pc.replace_with_mask(
+            quoted, mask, pc.binary_join_element_wise('"', escaped, '"', "")
+        )
+    if control.any():
+        mask = pa.array(control)
+        values = [encode_basestring(v) for v in arr.filter(mask).to_pylist()]
+        quoted = pc.replace_with_mask(quoted, mask, pa.array(values, pa.string()))
     return quoted
 
 
 def _write_bucket(path: str, out, first: bool) -> tuple[int, int, bool]:
+    """Append the bucket's first occurrences as ``"url": "caption"`` entries; ``out`` is binary."""
     with pa.memory_map(path) as source:
         table = pa.ipc.open_stream(source).read_all()
     kept = _first_occurrences(table)
     dups = table.num_rows - kept.num_rows
     if kept.num_rows:
-        lines = pc.binary_join_element_wise(
+        entries = pc.binary_join_element_wise(
             _json_strings(kept.column("url")), _json_strings(kept.column("caption")), ": "
         )
-        out.write(("\n" if first else ",\n") + ",\n".join(lines.to_pylist()))
+        # every entry followed by ",\n", written straight from the arrow buffer, last one trimmed
+        lines = pc.binary_join_element_wise(entries, ",\n", "")
+        offsets, data = _string_buffers(lines)
+        body = data[int(offsets[0]) : int(offsets[-1]) - 2]
+        out.write(b"\n" if first else b",\n")
+        out.write(memoryview(body))
         first = False
     return kept.num_rows, dups, first
 
