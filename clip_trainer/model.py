@@ -15,7 +15,6 @@ from clip_trainer.tokenizer import (
     load_tokenizer,
     tokenizer_special_ids,
 )
-from clip_trainer.transforms import CLIP_MEAN, CLIP_STD
 
 # Shapes of the published architectures (OpenAI CLIP / open_clip naming). VeCLIP trained ViT-B/16.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -179,6 +178,8 @@ def preprocessing(
 ) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
     """(crop size, mean, std) from a model directory's ``preprocessor_config.json``, falling back
     to ``default_size`` and CLIP's constants (VeCLIP's and OpenAI's models use those)."""
+    from clip_trainer.transforms import CLIP_MEAN, CLIP_STD
+
     size, mean, std = default_size, CLIP_MEAN, CLIP_STD
     path = None if model_dir is None else Path(model_dir) / "preprocessor_config.json"
     if path is not None and path.exists():
@@ -193,12 +194,17 @@ def preprocessing(
 def save_preprocessor(
     model_dir: str | Path,
     size: int,
-    mean: tuple[float, ...] = CLIP_MEAN,
-    std: tuple[float, ...] = CLIP_STD,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> None:
     """Write ``preprocessor_config.json`` so ``CLIPProcessor.from_pretrained(dir)`` preprocesses
     exactly as our eval transform does (shortest side, bicubic, centre crop, mean/std)."""
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from clip_trainer.transforms import CLIP_MEAN, CLIP_STD
+
+    mean = CLIP_MEAN if mean is None else mean
+    std = CLIP_STD if std is None else std
 
     CLIPImageProcessorPil(
         size={"shortest_edge": size},
