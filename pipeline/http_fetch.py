@@ -16,6 +16,7 @@ import email.utils
 import random
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -292,6 +293,10 @@ class Fetcher:
             cert_reqs="CERT_REQUIRED" if config.verify_tls else "CERT_NONE",
             ca_certs=config.ca_certs,
         )
+        # host -> monotonic time before which the host asked us (Retry-After) not to come back;
+        # shared by all threads, so one 429 spares the host the other threads' requests too.
+        self._cooldown: dict[tuple[str, int], float] = {}
+        self._cooldown_lock = threading.Lock()
 
     def close(self) -> None:
         self._pools.clear()
@@ -305,6 +310,7 @@ class Fetcher:
         retries_used = redirects = 0
         last_http: int | None = None
         while True:
+            target: _Target | None = None
             try:
                 target = parse_target(current, cfg.allowed_schemes)
                 try:
@@ -316,12 +322,15 @@ class Fetcher:
                 # IPv4 first (many worker fleets have no IPv6 route); each retry tries the next
                 # vetted address, so one dead address of a multi-homed host is not fatal.
                 addresses = sorted(addresses, key=lambda a: ":" in a)
+                self._respect_cooldown(target, deadline)
                 requested = True
                 address = addresses[retries_used % len(addresses)]
                 outcome = self._request(target, address, deadline)
             except _Failure as failure:
                 attempts = retries_used + 1 if requested else 0
                 last_http = failure.http_status or last_http
+                if target is not None and failure.retry_after is not None:
+                    self._start_cooldown(target, failure.retry_after)
                 wait = self._retry_wait(failure, retries_used, deadline)
                 if wait is None:
                     return self._failed(failure, attempts, last_http, current, url)
@@ -357,6 +366,30 @@ class Fetcher:
                 final_url=current,
                 content_type=outcome.content_type,
             )
+
+    def _start_cooldown(self, target: _Target, seconds: float) -> None:
+        key = (target.host, target.port)
+        until = time.monotonic() + seconds
+        with self._cooldown_lock:
+            self._cooldown[key] = max(self._cooldown.get(key, 0.0), until)
+            if len(self._cooldown) > 10_000:  # a long job meets many hosts: forget expired ones
+                now = time.monotonic()
+                self._cooldown = {k: t for k, t in self._cooldown.items() if t > now}
+
+    def _respect_cooldown(self, target: _Target, deadline: float) -> None:
+        """Wait out a host's Retry-After; give up on the row if it outlasts the deadline."""
+        with self._cooldown_lock:
+            until = self._cooldown.get((target.host, target.port), 0.0)
+        wait = until - time.monotonic()
+        if wait <= 0:
+            return
+        if time.monotonic() + wait >= deadline:
+            raise _Failure(
+                Status.HTTP_ERROR,
+                f"not requested: {target.host} asked crawlers to come back in {wait:.0f} s "
+                "(Retry-After), after this URL's deadline",
+            )
+        time.sleep(wait)
 
     def _retry_wait(self, failure: _Failure, retries_used: int, deadline: float) -> float | None:
         """Seconds to sleep before the next attempt, or None to give up now."""

@@ -174,6 +174,27 @@ def test_retry_after_beyond_the_bound_gives_up_at_once(http_server, download):
     assert "Retry-After 3600 s exceeds the 2 s bound" in row.error
 
 
+def test_retry_after_holds_back_the_other_rows_for_that_host(http_server, fast_download_config):
+    downloader = Downloader(dataclasses.replace(fast_download_config, retries=0))
+    first = downloader(_row(http_server.url("_fault/status/429?retry_after=1")))
+    assert first.status == Status.HTTP_ERROR and first.http_status == 429
+    start = time.perf_counter()
+    second = downloader(_row(http_server.url("photo.jpg")))
+    assert second.status == Status.OK, second.error
+    assert time.perf_counter() - start >= 0.9  # waited for the host's Retry-After
+
+
+def test_long_retry_after_fails_the_other_rows_without_a_request(http_server, fast_download_config):
+    downloader = Downloader(dataclasses.replace(fast_download_config, retries=0))
+    downloader(_row(http_server.url("_fault/status/429?retry_after=3600")))
+    before = http_server.hits("palette.gif")
+    row = downloader(_row(http_server.url("palette.gif")))
+    assert row.status == Status.HTTP_ERROR
+    assert "asked crawlers to come back in 3600 s" in row.error
+    assert row.download_attempts == 0
+    assert http_server.hits("palette.gif") == before  # the host was left alone
+
+
 def test_hang_times_out(http_server, download):
     start = time.perf_counter()
     row = download(http_server.url("_fault/hang?secs=10"))
