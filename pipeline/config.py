@@ -64,8 +64,9 @@ class RunConfig:
     retry_statuses: tuple[str, ...] = ()
     # local runner only: shards per pipeline run (times direct_num_workers), because Beam's
     # FnApiRunner holds a whole pipeline's rows in memory at a Flatten (see run.plan_waves);
-    # 4 x 1,000-row shards of ~30 KB images is ~130 MB per wave
-    local_wave_shards: int = 4
+    # 2 x 1,000-row shards of ~30 KB images is ~60 MB of image bytes per wave (several copies
+    # of each row are alive in the runner: measure with bench/pipeline.py)
+    local_wave_shards: int = 2
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -274,7 +275,7 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
         overwrite=bool(data.get("overwrite", False)),
         progress=bool(data.get("progress", True)),
         beam_args=tuple(data.get("beam_args") or ()),
-        local_wave_shards=int(data.get("local_wave_shards", 4)),
+        local_wave_shards=int(data.get("local_wave_shards", 2)),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

@@ -151,7 +151,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     io.add_argument(
         "--local-wave-shards", type=int, default=None,
-        help="local runner: shards per pipeline run, per worker (default 4); bounds memory",
+        help="local runner: shards per pipeline run, per worker (default 2); bounds memory",
     )  # fmt: skip
     rd = p.add_argument_group("reading")
     rd.add_argument(
