@@ -316,6 +316,8 @@ def demo_config_dict(input_table: str, output: str, models: Any, shard_size: int
         "output": output,
         "overwrite": True,
         "stages": ["download", "caption", "fuse"],
+        # a few dozen rows: one pipeline, the tiny models loaded once
+        "local_wave_shards": 64,
         "reader": {"shard_size": shard_size},
         # the sample server is on loopback, which the download guard refuses by default
         "download": {"allow_private_networks": True, "threads": 8, "retries": 0},
