@@ -25,6 +25,7 @@ import logging
 import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -147,8 +149,8 @@ def plan_units(files: Sequence[str], n_slots: int) -> tuple[list[ReadUnit], bool
     units = []
     offset = 0
     for f in files:
-        with fsspec.open(f, "rb") as handle:
-            metadata = pq.ParquetFile(handle).metadata
+        with open_parquet(f) as parquet:
+            metadata = parquet.metadata
         for g in range(metadata.num_row_groups):
             units.append(ReadUnit(f, g, offset))
             offset += metadata.row_group(g).num_rows
@@ -252,8 +254,7 @@ class ShardedCaptionDataset(IterableDataset):
     def _read_block(self, units: Sequence[ReadUnit], slot: int) -> Iterator[tuple[dict, int]]:
         cfg = self.config
         for unit in units:
-            with fsspec.open(unit.path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
+            with open_parquet(unit.path) as parquet:
                 groups = None if unit.row_group is None else [unit.row_group]
                 row_number = 0
                 for batch in parquet.iter_batches(
@@ -361,17 +362,28 @@ class ShardedCaptionDataset(IterableDataset):
 def _shuffle(
     rows: Iterator[tuple[dict | None, int]], rng: np.random.Generator, size: int
 ) -> Iterator[tuple[dict | None, int]]:
-    """Shuffle buffer: hold ``size`` rows, emit a random one per new row, drain shuffled at the end.
+    """Shuffle buffer: hold up to ``size`` rows, emit a random one per row read, drain shuffled at
+    the end of the block.
 
+    Like webdataset's, it starts emitting once ``size // 10`` rows are in (at most 1000) and
+    then grows by one row per two read, so the first batch does not wait for a full buffer.
     Drop counts travel with the next row read, so they are neither lost nor double counted.
     """
     buffer: list[tuple[dict | None, int]] = []
+    initial = max(1, min(size // 10, 1000))
+    growing_turn = False
     for item in rows:
         if item[0] is None:  # a pure drop count: pass it on at once
             yield item
             continue
         if len(buffer) < size:
             buffer.append(item)
+            growing_turn = not growing_turn
+            if len(buffer) < initial or growing_turn:
+                continue
+            i = int(rng.integers(len(buffer)))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
             continue
         i = int(rng.integers(len(buffer)))
         out, buffer[i] = buffer[i], item
@@ -380,9 +392,21 @@ def _shuffle(
     yield from buffer
 
 
+@contextmanager
+def open_parquet(url: str) -> Iterator[pq.ParquetFile]:
+    """A ParquetFile for any fsspec URL; local files go through arrow's native reader."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        with pq.ParquetFile(path) as parquet:
+            yield parquet
+        return
+    with fs.open(path, "rb") as handle, pq.ParquetFile(handle) as parquet:
+        yield parquet
+
+
 def _check_columns(path: str, config: DataConfig) -> list[str]:
-    with fsspec.open(path, "rb") as handle:
-        names = set(pq.ParquetFile(handle).schema_arrow.names)
+    with open_parquet(path) as parquet:
+        names = set(parquet.schema_arrow.names)
     if config.image_column not in names:
         raise ValueError(
             f"{path} has no image column {config.image_column!r} (columns: {sorted(names)})"
@@ -555,5 +579,6 @@ __all__ = [
     "ShardedCaptionDataset",
     "build_train_loader",
     "find_parquet_files",
+    "open_parquet",
     "plan_units",
 ]

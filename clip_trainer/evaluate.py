@@ -207,15 +207,12 @@ def load_retrieval_pairs(
     path = Path(source)
     if path.is_dir() and not _looks_like_parquet_dir(path):
         return _folder_pairs(path, max_items)
-    import fsspec
-    import pyarrow.parquet as pq
 
-    from clip_trainer.data import find_parquet_files
+    from clip_trainer.data import find_parquet_files, open_parquet
 
     images, captions = [], []
     for file in find_parquet_files([source]):
-        with fsspec.open(file, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+        with open_parquet(file) as parquet:
             names = parquet.schema_arrow.names
             if image_column not in names or caption_field not in names:
                 raise ValueError(

@@ -216,3 +216,22 @@ def test_progress_counts() -> None:
     assert progress.source_counts == {"vec": 2, "alt": 1, "alt_fallback": 1, "vec_fallback": 0}
     assert DataProgress.from_dict(progress.to_dict()) == progress
     assert np.isclose(progress.epoch, 2)
+
+
+def test_shuffle_buffer_permutes_starts_early_and_keeps_drop_counts() -> None:
+    from clip_trainer.data import _shuffle
+
+    rows = [({"i": i}, i % 3) for i in range(500)] + [(None, 7)]
+    out = list(_shuffle(iter(rows), np.random.default_rng(0), 100))
+    items = [r["i"] for r, _ in out if r is not None]
+    assert sorted(items) == list(range(500)) and items != list(range(500))
+    assert sum(d for _, d in out) == sum(i % 3 for i in range(500)) + 7
+    again = [
+        r["i"] for r, _ in _shuffle(iter(rows), np.random.default_rng(0), 100) if r is not None
+    ]
+    assert again == items
+    # emitting starts at size // 10 rows, long before the buffer is full
+    first = next(_shuffle(iter(rows), np.random.default_rng(0), 100))
+    assert first[0]["i"] < 10
+    # memory bound: the reader is never more than `size` rows ahead of what was emitted
+    assert all(item <= pos + 100 for pos, item in enumerate(items))
