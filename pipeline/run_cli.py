@@ -364,6 +364,13 @@ def _demo(args: argparse.Namespace) -> int:
     from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
     from pipeline.stats_summary import format_stats, output_stats
 
+    from pipeline.config import ConfigError
+
+    try:
+        _check_beam_args([a for a in (getattr(args, "extra_args", None) or []) if a != "--"])
+    except ConfigError as e:
+        print(f"vecap demo: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     out = args.output
     _quiet_libraries()

@@ -319,3 +319,20 @@ def test_local_runner_runs_in_waves_and_commits_each(sample_table, tmp_path):
     assert res.status == "succeeded" and len(res.written) == len(plan.todo)
     assert read_manifest(out)["runs"][-1]["shards_fused"] == len(plan.todo)
     assert all(r["fused_caption"] for r in rows_of(out) if r["status"] == "ok")
+
+
+def drop_row_3(record: Record) -> bool:
+    return record.row_index != 3
+
+
+def test_a_stage_that_loses_rows_fails_the_run_loudly(sample_table, tmp_path):
+    out = str(tmp_path / "o")
+    cfg = build_pipeline_config(_config(sample_table, out, stages=["download", "caption"]))
+    with pytest.raises(Exception, match="refusing to mark the shard done"):
+        run_pipeline(
+            cfg, stream=io.StringIO(), stage_overrides={"caption": beam.Filter(drop_row_3)}
+        )
+    # the shard that lost a row was never committed; the manifest says the run failed
+    assert 0 not in finished_shards(out)
+    manifest = read_manifest(out)
+    assert manifest["status"] == "failed" and manifest["runs"][-1]["status"] == "failed"
