@@ -358,13 +358,11 @@ def _quiet_libraries() -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from llava_recap.tiny_models import build_tiny_models
-    from pipeline.config import build_pipeline_config, deep_merge
+    from pipeline.config import ConfigError, build_pipeline_config, deep_merge
     from pipeline.export_json import ExportConfig, export_json, validate_json
     from pipeline.run import run_pipeline
     from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
     from pipeline.stats_summary import format_stats, output_stats
-
-    from pipeline.config import ConfigError
 
     try:
         _check_beam_args([a for a in (getattr(args, "extra_args", None) or []) if a != "--"])
