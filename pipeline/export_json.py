@@ -303,7 +303,7 @@ def _write_splits(
         if local:
             fs.mv(target, final)
         result.entries_per_split[split] = count
-        result.files.append(final)
+        result.files.append(final if local else fs.unstrip_protocol(final))  # gs://... kept
 
 
 def _first_occurrences(table: pa.Table) -> pa.Table:

@@ -104,7 +104,8 @@ def _fingerprint(config: PipelineConfig, shard_rows: dict[int, int], models: dic
         "input": config.reader.input if config.reader else None,
         "source": config.run.source,
         "shard_size": config.reader.shard_size if config.reader else None,
-        "shards": sorted(shard_rows.items()),
+        # continuing an earlier output may pick up shards it finished since: not fingerprinted
+        "shards": sorted(shard_rows.items()) if config.reader is not None else None,
         "stages": list(config.stages),
         "retry": list(config.run.retry_statuses),
         "models": {
@@ -163,6 +164,12 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
         if src_manifest is None:
             raise ConfigError(f"--from {source}: no manifest.json there; is it a vecap output?")
         source_stages = list(src_manifest.get("stages_done", []))
+        kept_images = (src_manifest.get("config", {}).get("writer") or {}).get("keep_images", True)
+        if not kept_images and "caption" in config.stages and "download" not in config.stages:
+            raise ConfigError(
+                f"--from {source} was written with keep_images off, so its rows carry no image "
+                "bytes to caption; add 'download' to --stages to fetch them again"
+            )
         src_done = finished_shards(source)
         if not src_done:
             raise ConfigError(f"--from {source}: no finished shards to continue")

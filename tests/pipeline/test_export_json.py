@@ -184,3 +184,22 @@ def test_round_trip_100k_rows_bounded_memory(tmp_path):
     # spot-check content
     obj = json.load(open(res.files[split_of(synthetic_url(3), 10)], encoding="utf-8"))  # noqa: SIM115
     assert obj[synthetic_url(3)] == 'a "quoted" caption \\ 3 café'
+
+
+def test_export_to_and_from_an_object_store_filesystem():
+    """memory:// stands in for gs:// / s3://: no rename, files written under their final names."""
+    src = "memory://vecap-export-test/out"
+    rows = [
+        _rec(0, i, f"http://127.0.0.1/{i % 5}.jpg", fused_caption=f"c{i}", status="ok")
+        for i in range(8)
+    ]
+    write_shard(WriterConfig(output=src), 0, rows, 8)
+    res = export_json(ExportConfig(source=src, splits=2, dest="memory://vecap-export-test/release"))
+    assert res.entries == 5 and res.duplicates == 3
+    assert all(
+        f.startswith("memory://") and "/vecap-export-test/release/wit_300m-" in f for f in res.files
+    )
+    found = find_split_files("memory://vecap-export-test/release")
+    assert len(found) == 2
+    rep = validate_json(found)
+    assert rep.ok and rep.entries == 5 and rep.expected_entries == 5, rep.errors
