@@ -38,11 +38,13 @@ from pipeline.manifest import (
 from pipeline.writer import (
     READ_STAGE,
     WriteShards,
+    finished_shard_ids,
     finished_shards,
     make_stage_clock,
     new_clock,
     parquet_path,
     read_shard_records,
+    read_stats,
     remove_stale_temporaries,
     shards_dir,
     write_shard,
@@ -178,10 +180,10 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
     _check_stage_chain(config, source_stages)
 
     fingerprint = _fingerprint(config, shard_rows, models)
-    done: dict[int, ShardStats] = {}
+    done: set[int] = set()
     if not config.run.overwrite:
         previous = read_manifest(output)
-        done = finished_shards(output)
+        done = finished_shard_ids(output)
         if done and previous is not None:
             before = previous.get("plan", {}).get("plan_fingerprint")
             if before is not None and before != fingerprint:
@@ -195,7 +197,8 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
             raise ConfigError(f"{output} has finished shards {stray[:5]} that are not in this plan")
     todo = sorted(sid for sid in shard_rows if sid not in done)
     if all_shards is not None:
-        input_shards = [s for s in all_shards if s.shard_id in set(todo)]
+        todo_set = set(todo)
+        input_shards = [s for s in all_shards if s.shard_id in todo_set]
         _check_images_available(config, input_shards)
     return RunPlan(
         shards_total=len(shard_rows),
@@ -439,14 +442,14 @@ def run_pipeline(
                 "through a shuffle: correct, at the cost of holding them in the shuffle",
                 file=stream,
             )
-        done = finished_shards(output)
-        missing = [s for s in plan.todo if s not in done]
+        done_ids = finished_shard_ids(output)
+        missing = [s for s in plan.todo if s not in done_ids]
         if missing:
             raise RunFailed(f"the pipeline ended but shards {missing[:10]} have no stats file")
         status = "succeeded"
     finally:
-        done = finished_shards(output)
-        written = {s: done[s] for s in plan.todo if s in done}
+        done_ids = finished_shard_ids(output)
+        written = read_stats(output, [s for s in plan.todo if s in done_ids])
         seconds = time.time() - t0
         summary = {
             **counters,

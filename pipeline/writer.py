@@ -110,6 +110,15 @@ def _shard_id_from_name(name: str, suffix: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
+def finished_shard_ids(output: str) -> set[int]:
+    """Ids of the shards with a stats file: one listing, no file read (resume planning)."""
+    fs, root = _fs(shards_dir(output))
+    if not fs.exists(root):
+        return set()
+    ids = (_shard_id_from_name(n, ".stats.json") for n in fs.glob(_join(root, "part-*.stats.json")))
+    return {i for i in ids if i is not None}
+
+
 def finished_shards(output: str) -> dict[int, ShardStats]:
     """Shards with a stats file (the done marker), read back; {} when the output does not exist."""
     fs, root = _fs(shards_dir(output))
@@ -123,6 +132,18 @@ def finished_shards(output: str) -> dict[int, ShardStats]:
         with fs.open(name, "r") as f:
             done[shard_id] = ShardStats.from_json(f.read())
     return done
+
+
+def read_stats(output: str, shard_ids: Iterable[int]) -> dict[int, ShardStats]:
+    """The stats of those of ``shard_ids`` that are finished."""
+    fs, _ = _fs(output)
+    out: dict[int, ShardStats] = {}
+    for sid in shard_ids:
+        _, path = _fs(stats_path(output, sid))
+        if fs.exists(path):
+            with fs.open(path, "r") as f:
+                out[sid] = ShardStats.from_json(f.read())
+    return out
 
 
 def finished_parquet_paths(output: str) -> list[str]:
@@ -485,11 +506,13 @@ __all__ = [
     "WriterConfig",
     "check_shard",
     "finished_parquet_paths",
+    "finished_shard_ids",
     "finished_shards",
     "make_stage_clock",
     "new_clock",
     "parquet_path",
     "read_shard_records",
+    "read_stats",
     "records_table",
     "remove_stale_temporaries",
     "shard_stats",
