@@ -7,6 +7,7 @@ its own slots of the data, features are gathered for the loss (see :mod:`clip_tr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_trainer.data import DataConfig, DataProgress
+from clip_trainer.loss import clip_loss as clip_loss_fn
 from clip_trainer.model import LOGIT_SCALE_MAX, ModelConfig
 from clip_trainer.optim import OptimConfig
 
@@ -131,7 +133,6 @@ def train(config: TrainConfig) -> TrainResult:
         save_checkpoint,
     )
     from clip_trainer.data import build_train_loader
-    from clip_trainer.loss import clip_loss
     from clip_trainer.model import (
         build_model,
         model_context_length,
@@ -140,12 +141,10 @@ def train(config: TrainConfig) -> TrainResult:
         resolve_tokenizer,
     )
     from clip_trainer.optim import build_optimizer, build_scheduler
-    from clip_trainer.transforms import normalize_batch
 
     out = Path(config.output_dir)
     accelerator = Accelerator(
         mixed_precision=_resolve_precision(config.mixed_precision, config.cpu),
-        gradient_accumulation_steps=config.grad_accum_steps,
         cpu=config.cpu,
     )
     is_main = accelerator.is_main_process
@@ -260,28 +259,19 @@ def train(config: TrainConfig) -> TrainResult:
     stop_request = _StopRequest().install()
     stopping = False
     while step < last_stop and not stopping:
+        micro_batches = []
         for _ in range(config.grad_accum_steps):
             wait_start = time.perf_counter()
-            batch = next(data_iter)
+            micro_batches.append(next(data_iter))
             window_wait += time.perf_counter() - wait_start
-            progress.update(batch)
-            with accelerator.accumulate(model):
-                outputs = model(
-                    input_ids=batch["input_ids"].to(accelerator.device),
-                    attention_mask=batch["attention_mask"].to(accelerator.device),
-                    pixel_values=normalize_batch(
-                        batch["pixel_values"].to(accelerator.device, non_blocking=True), mean, std
-                    ),
-                )
-                scale = accelerator.unwrap_model(model).logit_scale.exp()
-                loss = clip_loss(outputs.image_embeds, outputs.text_embeds, scale)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.optim.grad_clip_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            # Summed on the device: reading it every step would stall the GPU queue.
-            window_loss = window_loss + loss.detach() / config.grad_accum_steps
+            progress.update(micro_batches[-1])
+        loss = contrastive_backward(accelerator, model, micro_batches, mean, std)
+        if config.optim.grad_clip_norm is not None:
+            accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        # Summed on the device: reading it every step would stall the GPU queue.
+        window_loss = window_loss + loss.detach()
         scheduler.step()
         with torch.no_grad():  # CLIP clamps the temperature so logits stay below 100
             accelerator.unwrap_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
@@ -360,6 +350,59 @@ def train(config: TrainConfig) -> TrainResult:
         finished=step >= config.steps,
         main_process=is_main,
     )
+
+
+def _embed(
+    accelerator: Any, model: Any, batch: dict[str, Any], mean: Any, std: Any
+) -> tuple[Any, Any]:
+    from clip_trainer.transforms import normalize_batch
+
+    device = accelerator.device
+    outputs = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        pixel_values=normalize_batch(
+            batch["pixel_values"].to(device, non_blocking=True), mean, std
+        ),
+    )
+    return outputs.image_embeds, outputs.text_embeds
+
+
+def contrastive_backward(
+    accelerator: Any, model: Any, micro_batches: list[dict[str, Any]], mean: Any, std: Any
+) -> Any:
+    """Gradients of the CLIP loss over all micro-batches together; returns the loss.
+
+    With one micro-batch this is a plain forward/backward. With several (gradient
+    accumulation) it caches every micro-batch's features without gradients first, then
+    recomputes one micro-batch at a time with gradients against the cached rest (open_clip's
+    ``accum_freq``): the loss sees all K x B x processes negatives, and the summed gradients
+    equal those of one big batch. Averaging K small-batch losses instead would train on a
+    K-times smaller contrastive batch. The price is one extra forward pass per sample.
+    """
+    import torch
+
+    core = accelerator.unwrap_model(model)
+    if len(micro_batches) == 1:
+        image, text = _embed(accelerator, model, micro_batches[0], mean, std)
+        loss = clip_loss_fn(image, text, core.logit_scale.exp())
+        accelerator.backward(loss)
+        return loss
+    with torch.no_grad():
+        cached = [_embed(accelerator, model, b, mean, std) for b in micro_batches]
+    last = len(micro_batches) - 1
+    for j, batch in enumerate(micro_batches):
+        # DDP all-reduces once, in the last backward; earlier ones only accumulate locally.
+        sync = contextlib.nullcontext() if j == last else accelerator.no_sync(model)
+        with sync:
+            image_j, text_j = _embed(accelerator, model, batch, mean, std)
+            images = torch.cat([image_j if i == j else c[0] for i, c in enumerate(cached)])
+            texts = torch.cat([text_j if i == j else c[1] for i, c in enumerate(cached)])
+            # The temperature's gradient is taken once, in the last (synchronised) pass.
+            scale = core.logit_scale.exp() if j == last else core.logit_scale.exp().detach()
+            loss = clip_loss_fn(images, texts, scale)
+            accelerator.backward(loss)
+    return loss
 
 
 def _evaluate_retrieval(

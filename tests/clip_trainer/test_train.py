@@ -265,3 +265,42 @@ def test_sigterm_checkpoints_and_stops(tmp_path: Path, shapes_run: Path) -> None
     assert list_checkpoints(tmp_path / "preempted")[-1].name == f"step-{result.step:08d}"
     assert _metrics(metrics)[-1]["step"] == result.step
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
+
+
+def test_accumulation_keeps_all_negatives(tiny_tokenizer) -> None:
+    """Two micro-batches of 4 give the gradients of one batch of 8 (feature-cached
+    accumulation), not those of two separate 4-sample contrastive problems."""
+    from accelerate import Accelerator
+
+    from clip_trainer.model import build_model
+    from clip_trainer.train import contrastive_backward
+    from clip_trainer.transforms import CLIP_MEAN, CLIP_STD
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="tiny"), tiny_tokenizer)
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(model)
+    captions = [
+        f"a {c} {s}" for c in ("red", "blue") for s in ("circle", "square", "cross", "star")
+    ]
+    tokens = tiny_tokenizer(captions, padding="longest", return_tensors="pt")
+    pixels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    batch = {
+        "input_ids": tokens["input_ids"],
+        "attention_mask": tokens["attention_mask"],
+        "pixel_values": pixels,
+    }
+
+    def grads() -> dict[str, torch.Tensor]:
+        out = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    whole = contrastive_backward(accelerator, model, [batch], CLIP_MEAN, CLIP_STD)
+    expected = grads()
+    halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+    accumulated = contrastive_backward(accelerator, model, halves, CLIP_MEAN, CLIP_STD)
+    got = grads()
+    assert float(accumulated.detach()) == pytest.approx(float(whole.detach()), abs=1e-5)
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), name
