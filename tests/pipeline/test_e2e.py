@@ -163,11 +163,14 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
         )
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
         assert f"{len(partial)} already finished" in resumed.stderr
-        clean_argv = [a if a != str(killed) else str(tmp_path / "clean") for a in argv]
-        clean = subprocess.run(
-            clean_argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert clean.returncode == 0, clean.stderr[-3000:]
+        # the uninterrupted reference: the same command line, run in-process
+        from pipeline.cli import build_parser
+        from pipeline.run_cli import config_dict_from_args
+
+        args, extra = build_parser(("pipeline.run_cli",)).parse_known_args(argv[3:])
+        data = config_dict_from_args(args, extra)
+        data["output"] = str(tmp_path / "clean")
+        run_pipeline(build_pipeline_config(data), stream=io.StringIO())
 
     got = rows_of(str(killed))
     want = rows_of(str(tmp_path / "clean"))
