@@ -1,9 +1,9 @@
 """The vLLM backend of the generation layer: offline ``vllm.LLM`` in this process.
 
-vLLM pins its own transformers and torch, so it lives in its own environment (``make
-vllm-venv`` builds the CPU one, ``.venv-vllm``, used by the tests; on GPU workers ``pip install vllm``). On CPU
-set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and, to keep the engine in-process,
-``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
+vLLM pins its own transformers and torch, so it lives in its own environment: on GPU workers
+``pip install 'vecap[vllm]'``; on CPU ``make vllm-venv`` builds ``.venv-vllm`` (the one the
+tests use). On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and, to keep the engine
+in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
 """
 
 from __future__ import annotations
