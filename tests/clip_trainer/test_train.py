@@ -204,7 +204,8 @@ def _ddp_rank(rank: int, port: int, config: TrainConfig, queue) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_ddp_training(tmp_path: Path, shapes_run: Path) -> None:
-    """accelerate DDP over two CPU processes (gloo on loopback): one metrics stream, counts from
+    """accelerate DDP over two CPU processes (gloo on loopback), with feature-cached gradient
+    accumulation under no_sync: one metrics stream, counts from
     both ranks, a data position per slot; and the gathered loss gives the global-batch gradient."""
     import socket
 
@@ -216,7 +217,14 @@ def test_two_process_ddp_training(tmp_path: Path, shapes_run: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = _resume_config(
-        tmp_path, shapes_run, "ddp", num_workers=1, steps=4, save_every=2, cpu=True
+        tmp_path,
+        shapes_run,
+        "ddp",
+        num_workers=1,
+        steps=4,
+        save_every=2,
+        cpu=True,
+        grad_accum_steps=2,
     )
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -234,7 +242,8 @@ def test_two_process_ddp_training(tmp_path: Path, shapes_run: Path) -> None:
         assert torch.allclose(torch.tensor(grads), expected, atol=1e-6)
     metrics = _metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # written once, by rank 0
-    assert sum(metrics[-1]["caption_sources"].values()) == 4 * 8 * 2  # both ranks counted
+    # steps x batch x ranks x accumulation: both ranks counted
+    assert sum(metrics[-1]["caption_sources"].values()) == 4 * 8 * 2 * 2
     _, data_state = load_trainer_state(tmp_path / "ddp" / "checkpoints" / "step-00000002")
     assert sorted(data_state["positions"]) == ["0", "1"] and data_state["n_slots"] == 2
 
