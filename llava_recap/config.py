@@ -30,6 +30,9 @@ class CaptionConfig:
     # when a whole batch raises (e.g. out of memory), retry its rows one by one so only the
     # row that really fails is marked caption_failed
     isolate_failed_batches: bool = True
+    # rows a previous run marked caption_failed that still carry their image are captioned
+    # again (a rerun over an earlier output, `vecap run --from OUT --stages caption`)
+    retry_failed: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):

@@ -14,8 +14,36 @@ from pipeline.generation import load_generator
 from schemas import Record, Status
 
 
-def _route(record: Record, _n: int) -> int:
-    return 0 if record.ok else 1
+class _Router:
+    """0: caption this row; 1: pass it through untouched.
+
+    Rows already captioned by this model with this prompt are not captioned again (a resumed or
+    chained run must not redo paid work); ``caption_failed`` rows with their image are retried
+    when the config says so.
+    """
+
+    def __init__(self, config: CaptionConfig) -> None:
+        self.model = config.recorded_model
+        self.prompt_id = config.prompt_id
+        self.retry_failed = config.retry_failed
+
+    def __call__(self, record: Record, _n: int) -> int:
+        if record.status == Status.CAPTION_FAILED.value:
+            return 0 if self.retry_failed and record.jpg else 1
+        if not record.ok:
+            return 1
+        done = (
+            bool(record.visual_caption)
+            and record.caption_model == self.model
+            and record.caption_prompt_id == self.prompt_id
+        )
+        return 1 if done else 0
+
+
+def _reset_for_retry(record: Record) -> Record:
+    if record.status == Status.CAPTION_FAILED.value:
+        return record.replace(status=Status.OK.value, error=None)
+    return record
 
 
 def _key_by_uid(record: Record) -> tuple[str, Record]:
@@ -44,8 +72,9 @@ def failed_batch_records(dead_letter: tuple[Any, Any]) -> Iterable[Record]:
 class CaptionStage(beam.PTransform):
     """Sets ``visual_caption``, ``caption_model`` and ``caption_prompt_id`` on ok rows.
 
-    Rows that are not ok pass through untouched; rows that fail here get ``caption_failed``
-    and an error. Rows in == rows out.
+    Rows that are not ok pass through untouched (except ``caption_failed`` rows with their image,
+    retried when ``retry_failed``), as do rows this model already captioned with this prompt;
+    rows that fail here get ``caption_failed`` and an error. Rows in == rows out.
     """
 
     def __init__(
@@ -56,9 +85,10 @@ class CaptionStage(beam.PTransform):
         self._handler = CaptionModelHandler(config, generator_factory)
 
     def expand(self, records: beam.PCollection[Record]) -> beam.PCollection[Record]:
-        ok, passthrough = records | "SplitOk" >> beam.Partition(_route, 2)
+        todo, passthrough = records | "Route" >> beam.Partition(_Router(self._config), 2)
         captioned, dead = (
-            ok
+            todo
+            | "ResetRetries" >> beam.Map(_reset_for_retry)
             | "KeyByUid" >> beam.Map(_key_by_uid)
             | "Caption" >> RunInference(self._handler).with_exception_handling()
         )

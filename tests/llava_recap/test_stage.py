@@ -262,3 +262,35 @@ def test_batching_and_sharing_options_run(change, tmp_path):
     assert len(by_uid) == len(records)
     for record in records:
         assert by_uid[record.uid].visual_caption == f"An image {record_width(record)} px wide."
+
+
+def test_rerun_skips_done_rows_and_retries_failed_ones(tmp_path):
+    """A rerun over an earlier output: no paid work redone, failed captions tried again."""
+    base = _records([20, 22, 24, 26, 30])
+    config = _config("fake", model_name="m1")
+    done = base[0].replace(visual_caption="old.", caption_model="m1", caption_prompt_id=PROMPT_ID)
+    other_prompt = base[1].replace(
+        visual_caption="old.", caption_model="m1", caption_prompt_id="detailed-v1"
+    )
+    failed_with_image = base[2].replace(status=Status.CAPTION_FAILED.value, error="OOM")
+    failed_without_image = base[3].fail(Status.CAPTION_FAILED, "decode")
+    fresh = base[4]
+    records = [done, other_prompt, failed_with_image, failed_without_image, fresh]
+    out = {
+        r.uid: r
+        for r in run_stage(
+            records, CaptionStage(config, generator_factory=poison_factory), tmp_path
+        )
+    }
+    assert len(out) == 5
+    assert out[done.uid] == done  # same model + prompt: not captioned again
+    assert out[failed_without_image.uid] == failed_without_image
+    for record in (other_prompt, failed_with_image, fresh):
+        got = out[record.uid]
+        assert got.status == "ok" and got.error is None
+        assert got.visual_caption == f"An image {record_width(record)} px wide."
+        assert got.caption_prompt_id == PROMPT_ID
+
+    no_retry = CaptionStage(_config("fake", retry_failed=False), generator_factory=poison_factory)
+    out = run_stage([failed_with_image], no_retry, tmp_path)
+    assert out == [failed_with_image]
