@@ -471,6 +471,9 @@ class DataProgress:
     filtered_rows: int = 0
     bad_images: int = 0
     n_slots: int | None = None
+    # The input files the stream was planned over: a resumed run replays exactly these, so
+    # shards finished since then cannot reshuffle the plan under the saved positions.
+    files: list[str] | None = None
 
     def update(self, batch: Mapping[str, torch.Tensor]) -> None:
         self.positions[int(batch["slot"])] = Position(*(int(v) for v in batch["position"]))
@@ -496,6 +499,7 @@ class DataProgress:
             "filtered_rows": self.filtered_rows,
             "bad_images": self.bad_images,
             "n_slots": self.n_slots,
+            "files": self.files,
         }
 
     @classmethod
@@ -507,6 +511,7 @@ class DataProgress:
             filtered_rows=int(data.get("filtered_rows", 0)),
             bad_images=int(data.get("bad_images", 0)),
             n_slots=data.get("n_slots"),
+            files=list(data["files"]) if data.get("files") is not None else None,
         )
 
 
@@ -517,6 +522,29 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def _resume_files(config: DataConfig, progress: DataProgress | None) -> list[str] | None:
+    """The recorded file list of a resumed stream (None: plan afresh). Files finished since the
+    checkpoint wait for the next run; a recorded file that disappeared is an error."""
+    if progress is None or not progress.positions or progress.files is None:
+        return None
+    current = set(find_parquet_files(config.paths, config.require_finished))
+    missing = [f for f in progress.files if f not in current]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} input files of the checkpointed data stream are gone "
+            f"(first: {missing[0]}); restore them or start a new run"
+        )
+    new = len(current) - len(progress.files)
+    if new > 0:
+        _log.warning(
+            "%d parquet files appeared since this run started; the resumed stream continues over "
+            "the original %d (start a new run, e.g. --init-from, to include them)",
+            new,
+            len(progress.files),
+        )
+    return list(progress.files)
 
 
 def build_train_loader(
@@ -548,6 +576,7 @@ def build_train_loader(
             )
         positions = dict(progress.positions)
         offset = progress.batches % workers
+    files = _resume_files(config, progress)
     dataset = ShardedCaptionDataset(
         config,
         image_size=image_size,
@@ -556,7 +585,10 @@ def build_train_loader(
         num_workers=num_workers,
         positions=positions,
         worker_offset=offset,
+        files=files,
     )
+    if progress is not None:
+        progress.files = dataset.files
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

@@ -98,6 +98,7 @@ def _merge_progress(parts: list[dict[str, Any]], n_slots: int) -> dict[str, Any]
     merged = DataProgress(n_slots=n_slots)
     for part in parts:
         progress = DataProgress.from_dict(part)
+        merged.files = progress.files  # the same plan on every rank
         merged.positions.update(progress.positions)
         merged.batches = progress.batches  # equal on every rank
         for key, value in progress.source_counts.items():
@@ -191,7 +192,10 @@ def train(config: TrainConfig) -> TrainResult:
         progress = DataProgress.from_dict(data_state)
         if not is_main:  # counts were merged over ranks; keep them once
             progress = DataProgress(
-                positions=progress.positions, batches=progress.batches, n_slots=progress.n_slots
+                positions=progress.positions,
+                batches=progress.batches,
+                n_slots=progress.n_slots,
+                files=progress.files,
             )
         torch.set_rng_state(trainer_state["torch_rng"])
 

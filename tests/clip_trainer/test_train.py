@@ -313,3 +313,34 @@ def test_accumulation_keeps_all_negatives(tiny_tokenizer) -> None:
     assert float(accumulated.detach()) == pytest.approx(float(whole.detach()), abs=1e-5)
     for name, grad in expected.items():
         assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_original_file_plan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from clip_trainer.synthetic import write_shapes_dataset
+
+    data = tmp_path / "data"
+    write_shapes_dataset(data, 120, rows_per_shard=40, image_size=32)
+    config = _resume_config(tmp_path, data, "run", steps=4, num_workers=0, save_every=100)
+    train(replace(config, stop_after=2))
+    _, first = load_trainer_state(tmp_path / "run" / "checkpoints" / "step-00000002")
+    assert len(first["files"]) == 3
+
+    # the pipeline finishes another shard meanwhile: the resumed stream must not re-plan
+    more = tmp_path / "more"
+    write_shapes_dataset(more, 160, rows_per_shard=40, image_size=32, seed=9)
+    for name in ("part-00003.parquet", "part-00003.stats.json"):
+        shutil.copy(more / "shards" / name, data / "shards" / name)
+    with caplog.at_level("WARNING", logger="clip_trainer.data"):
+        train(replace(config, stop_after=1))
+    assert "1 parquet files appeared" in caplog.text
+    _, second = load_trainer_state(tmp_path / "run" / "checkpoints" / "step-00000003")
+    assert second["files"] == first["files"]
+
+    (data / "shards" / "part-00001.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="gone"):
+        train(config)
