@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from llava_recap.cleaning import clean_caption
@@ -17,6 +18,8 @@ from schemas import Record, Status
 log = logging.getLogger(__name__)
 
 KeyedRecord = tuple[str, Record]
+MAX_ERROR_CHARS = 1000  # CUDA and tokenizer errors can be pages long; the parquet keeps a summary
+METRICS_NAMESPACE = "vecap_caption"
 GeneratorFactory = Callable[[GenerationConfig, bool], Generator]
 
 
@@ -70,6 +73,11 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
         super().__init__()
         self._config = config
         self._factory = generator_factory
+        # outcome counters, visible in the runner's UI (Dataflow) and in PipelineResult.metrics()
+        self._captioned = Metrics.counter(METRICS_NAMESPACE, "captioned")
+        self._undecodable = Metrics.counter(METRICS_NAMESPACE, "failed_decode")
+        self._gen_failed = Metrics.counter(METRICS_NAMESPACE, "failed_generation")
+        self._empty = Metrics.counter(METRICS_NAMESPACE, "failed_empty")
 
     def load_model(self) -> Captioner:
         return Captioner(self._factory(self._config.generation, True), self._config)
@@ -89,22 +97,21 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
             try:
                 todo.append((i, decode_image(record.jpg)))
             except ValueError as exc:
-                out[i] = record.replace(status=Status.CAPTION_FAILED.value, error=str(exc))
+                self._undecodable.inc()
+                out[i] = _failed(record, str(exc))
         raws = self._generate(model, [image for _, image in todo])
         for (i, _), raw in zip(todo, raws, strict=True):
             record = batch[i][1]
             if isinstance(raw, BaseException):
-                out[i] = record.replace(
-                    status=Status.CAPTION_FAILED.value, error=f"generation failed: {_describe(raw)}"
-                )
+                self._gen_failed.inc()
+                out[i] = _failed(record, f"generation failed: {_describe(raw)}")
                 continue
             caption = clean_caption(raw, cfg.prompt)
             if not caption:
-                out[i] = record.replace(
-                    status=Status.CAPTION_FAILED.value,
-                    error=f"empty caption after cleaning (raw output {raw[:200]!r})",
-                )
+                self._empty.inc()
+                out[i] = _failed(record, f"empty caption after cleaning (raw output {raw[:200]!r})")
                 continue
+            self._captioned.inc()
             out[i] = record.replace(
                 visual_caption=caption,
                 caption_model=cfg.recorded_model,
@@ -148,11 +155,16 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
         return sum(len(record.jpg or b"") for _, record in batch)
 
     def get_metrics_namespace(self) -> str:
-        return "vecap_caption"
+        return METRICS_NAMESPACE
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _failed(record: Record, error: str) -> Record:
+    """``caption_failed``; the image stays so a later run can retry without downloading."""
+    return record.replace(status=Status.CAPTION_FAILED.value, error=error[:MAX_ERROR_CHARS])
 
 
 __all__ = ["CaptionModelHandler", "Captioner", "decode_image"]

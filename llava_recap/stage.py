@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from llava_recap.config import CaptionConfig
-from llava_recap.handler import CaptionModelHandler, GeneratorFactory
+from llava_recap.handler import MAX_ERROR_CHARS, CaptionModelHandler, GeneratorFactory
 from pipeline.generation import load_generator
 from schemas import Record, Status
 
@@ -66,7 +66,7 @@ def failed_batch_records(dead_letter: tuple[Any, Any]) -> Iterable[Record]:
     for item in batch:
         record = item[1] if isinstance(item, tuple) else item
         # keep the image: a later run can caption it again without downloading it again
-        yield record.replace(status=Status.CAPTION_FAILED.value, error=message[:2000])
+        yield record.replace(status=Status.CAPTION_FAILED.value, error=message[:MAX_ERROR_CHARS])
 
 
 class CaptionStage(beam.PTransform):

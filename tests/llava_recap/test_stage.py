@@ -294,3 +294,38 @@ def test_rerun_skips_done_rows_and_retries_failed_ones(tmp_path):
     no_retry = CaptionStage(_config("fake", retry_failed=False), generator_factory=poison_factory)
     out = run_stage([failed_with_image], no_retry, tmp_path)
     assert out == [failed_with_image]
+
+
+class LongErrorGenerator(RaisingGenerator):
+    def generate(self, prompts, images=None):
+        raise RuntimeError("x" * 50_000)
+
+
+def long_error_factory(config, multimodal):
+    return LongErrorGenerator(config, multimodal)
+
+
+def test_outcome_counters_and_bounded_errors():
+    from apache_beam.metrics.metric import MetricsFilter
+
+    records = _records([20, 21, 22, 23]) + [_ok(50, b"junk")]
+    p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions())
+    _ = p | beam.Create(records) | CaptionStage(_config("fake"), generator_factory=empty_factory)
+    result = p.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_namespace("vecap_caption"))
+    counters = {c.key.metric.name: c.committed for c in query["counters"]}
+    odd = sum(record_width(r) % 2 for r in records[:4])
+    assert counters["captioned"] == 4 - odd
+    assert counters["failed_empty"] == odd
+    assert counters["failed_decode"] == 1
+
+
+def test_long_errors_are_truncated(tmp_path):
+    out = run_stage(
+        _records([20, 22]),
+        CaptionStage(_config("fake"), generator_factory=long_error_factory),
+        tmp_path,
+    )
+    assert all(r.status == Status.CAPTION_FAILED.value for r in out)
+    assert all(0 < len(r.error) <= 1000 for r in out)
