@@ -59,6 +59,21 @@ def test_tiny_clip_learns_shapes(tmp_path: Path, shapes_train: Path, shapes_eval
     assert evals[-1]["eval"]["image_to_text_R@1"] == pytest.approx(scores["image_to_text_R@1"])
     assert evals[-1]["eval"]["text_to_image_R@5"] == pytest.approx(scores["text_to_image_R@5"])
 
+    # zero-shot colour classification, the class prompt ensembled over the four shapes
+    from clip_trainer.synthetic import COLOURS, SHAPES, ShapeSpec, draw_shape
+
+    folder = tmp_path / "colours"
+    rng = np.random.default_rng(5)
+    for colour in COLOURS:
+        (folder / colour).mkdir(parents=True)
+        for i, shape in enumerate(SHAPES):
+            draw_shape(ShapeSpec(colour, shape), 32, rng).save(folder / colour / f"{i}.png")
+    templates = tuple(f"a {{}} {shape}" for shape in SHAPES)
+    zeroshot = evaluate(
+        EvalConfig(model=str(result.model_dir), zeroshot=str(folder), templates=templates)
+    )["zeroshot"]
+    assert zeroshot["n_classes"] == 6.0 and zeroshot["top1"] > 3 / 6, zeroshot  # chance: 1/6
+
 
 def _resume_config(tmp_path: Path, data: Path, name: str, **changes) -> TrainConfig:
     base = TrainConfig(
