@@ -472,12 +472,12 @@ class Fetcher:
             ) from exc
         except ConnectTimeoutError as exc:
             raise _Failure(
-                Status.TIMEOUT, f"connect timed out after {timeout.connect_timeout:g} s",
+                Status.TIMEOUT, f"connect timed out after {timeout.connect_timeout:.3g} s",
                 retryable=True,
             ) from exc  # fmt: skip
         except ReadTimeoutError as exc:
             raise _Failure(
-                Status.TIMEOUT, f"no response within {timeout.read_timeout:g} s", retryable=True
+                Status.TIMEOUT, f"no response within {timeout.read_timeout:.3g} s", retryable=True
             ) from exc
         except SSLError as exc:
             raise _Failure(Status.CONNECTION_ERROR, f"TLS error: {_root(exc)}") from exc
