@@ -262,83 +262,92 @@ def train(config: TrainConfig) -> TrainResult:
     saved_at = step if checkpoint is not None else -1
     stop_request = _StopRequest().install()
     stopping = False
-    while step < last_stop and not stopping:
-        micro_batches = []
-        for _ in range(config.grad_accum_steps):
-            wait_start = time.perf_counter()
-            micro_batches.append(next(data_iter))
-            window_wait += time.perf_counter() - wait_start
-            progress.update(micro_batches[-1])
-        loss = contrastive_backward(accelerator, model, micro_batches, mean, std)
-        if config.optim.grad_clip_norm is not None:
-            accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        # Summed on the device: reading it every step would stall the GPU queue.
-        window_loss = window_loss + loss.detach()
-        scheduler.step()
-        with torch.no_grad():  # CLIP clamps the temperature so logits stay below 100
-            accelerator.unwrap_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-        step += 1
-        window_steps += 1
-        stopping = stop_request.agreed(accelerator)
+    try:
+        while step < last_stop and not stopping:
+            micro_batches = []
+            for _ in range(config.grad_accum_steps):
+                wait_start = time.perf_counter()
+                micro_batches.append(next(data_iter))
+                window_wait += time.perf_counter() - wait_start
+                progress.update(micro_batches[-1])
+            loss = contrastive_backward(accelerator, model, micro_batches, mean, std)
+            if config.optim.grad_clip_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            # Summed on the device: reading it every step would stall the GPU queue.
+            window_loss = window_loss + loss.detach()
+            scheduler.step()
+            with torch.no_grad():  # CLIP clamps the temperature so logits stay below 100
+                accelerator.unwrap_model(model).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+            step += 1
+            window_steps += 1
+            stopping = stop_request.agreed(accelerator)
 
-        if step % config.log_every == 0 or step == last_stop or stopping:
-            elapsed = time.perf_counter() - window_start
-            loss_mean = accelerator.reduce(window_loss / window_steps, "mean")
-            if not torch.isfinite(loss_mean):
-                raise FloatingPointError(
-                    f"loss is {float(loss_mean)} near step {step}: lower the lr, add warmup or use fp32"
+            if step % config.log_every == 0 or step == last_stop or stopping:
+                elapsed = time.perf_counter() - window_start
+                loss_mean = accelerator.reduce(window_loss / window_steps, "mean")
+                if not torch.isfinite(loss_mean):
+                    raise FloatingPointError(
+                        f"loss is {float(loss_mean)} near step {step}: lower the lr, add warmup or use fp32"
+                    )
+                counts = _sum_counts(accelerator, progress)
+                logit_scale = float(accelerator.unwrap_model(model).logit_scale.detach().exp())
+                seen = (
+                    counts["vec"] + counts["alt"] + counts["alt_fallback"] + counts["vec_fallback"]
                 )
-            counts = _sum_counts(accelerator, progress)
-            logit_scale = float(accelerator.unwrap_model(model).logit_scale.detach().exp())
-            seen = counts["vec"] + counts["alt"] + counts["alt_fallback"] + counts["vec_fallback"]
-            last_metrics = {
-                "step": step,
-                "loss": float(loss_mean),
-                "logit_scale": logit_scale,
-                "temperature": 1.0 / logit_scale,
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": window_steps * global_batch / elapsed if elapsed > 0 else math.nan,
-                "data_wait_frac": window_wait / elapsed if elapsed > 0 else 0.0,
-                "epoch": progress.epoch,
-                "caption_sources": counts,
-                "vec_frac": (counts["vec"] + counts["vec_fallback"]) / seen if seen else 0.0,
-                "filtered_rows": counts.pop("_filtered"),
-                "bad_images": counts.pop("_bad"),
-            }
-            if is_main:
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps(last_metrics) + "\n")
-                if writer is not None:
-                    for key, value in last_metrics.items():
-                        if isinstance(value, (int, float)) and key != "step":
-                            writer.add_scalar(f"train/{key}", value, step)
-                    for key, value in counts.items():
-                        writer.add_scalar(f"captions/{key}", value, step)
-            window_loss = torch.zeros((), device=accelerator.device)
-            window_steps, window_wait = 0, 0.0
-            window_start = time.perf_counter()
+                last_metrics = {
+                    "step": step,
+                    "loss": float(loss_mean),
+                    "logit_scale": logit_scale,
+                    "temperature": 1.0 / logit_scale,
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": window_steps * global_batch / elapsed
+                    if elapsed > 0
+                    else math.nan,
+                    "data_wait_frac": window_wait / elapsed if elapsed > 0 else 0.0,
+                    "epoch": progress.epoch,
+                    "caption_sources": counts,
+                    "vec_frac": (counts["vec"] + counts["vec_fallback"]) / seen if seen else 0.0,
+                    "filtered_rows": counts.pop("_filtered"),
+                    "bad_images": counts.pop("_bad"),
+                }
+                if is_main:
+                    with metrics_path.open("a") as handle:
+                        handle.write(json.dumps(last_metrics) + "\n")
+                    if writer is not None:
+                        for key, value in last_metrics.items():
+                            if isinstance(value, (int, float)) and key != "step":
+                                writer.add_scalar(f"train/{key}", value, step)
+                        for key, value in counts.items():
+                            writer.add_scalar(f"captions/{key}", value, step)
+                window_loss = torch.zeros((), device=accelerator.device)
+                window_steps, window_wait = 0, 0.0
+                window_start = time.perf_counter()
 
-        if config.eval_data is not None and (
-            (config.eval_every and step % config.eval_every == 0) or step == last_stop or stopping
-        ):
-            scores = _evaluate_retrieval(
-                accelerator, model, tokenizer, config, eval_cache, mean, std
-            )
-            if is_main:
-                last_metrics["eval"] = scores
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps({"step": step, "eval": scores}) + "\n")
-                if writer is not None:
-                    for key, value in scores.items():
-                        writer.add_scalar(f"eval/{key}", value, step)
+            if config.eval_data is not None and (
+                (config.eval_every and step % config.eval_every == 0)
+                or step == last_stop
+                or stopping
+            ):
+                scores = _evaluate_retrieval(
+                    accelerator, model, tokenizer, config, eval_cache, mean, std
+                )
+                if is_main:
+                    last_metrics["eval"] = scores
+                    with metrics_path.open("a") as handle:
+                        handle.write(json.dumps({"step": step, "eval": scores}) + "\n")
+                    if writer is not None:
+                        for key, value in scores.items():
+                            writer.add_scalar(f"eval/{key}", value, step)
 
-        if step % config.save_every == 0 and step != last_stop and not stopping:
-            save(step)
-            saved_at = step
+            if step % config.save_every == 0 and step != last_stop and not stopping:
+                save(step)
+                saved_at = step
+    finally:
+        stop_request.uninstall()
+        del data_iter  # ends the DataLoader workers now, not at garbage collection
 
-    stop_request.uninstall()
     final = checkpoint_root_step(out, step)
     if saved_at != step:
         final = save(step)
