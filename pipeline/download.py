@@ -61,6 +61,7 @@ class DownloadConfig:
     allow_private_networks: bool = False
     allowed_networks: tuple[str, ...] = ()  # CIDRs let through even when private
     resolver: Resolver | None = None  # injectable for tests; must pickle
+    dns_cache_seconds: float = 60.0  # reuse vetted DNS answers this long (0: off)
     # image
     image_size: int = 336
     resize_mode: str = "keep_ratio"

@@ -78,6 +78,9 @@ class FetchConfig:
     allow_private_networks: bool = False
     allowed_networks: tuple[str, ...] = ()  # CIDRs let through even if private
     resolver: Resolver | None = None  # None: the OS resolver; must pickle
+    # Vetted answers are reused this long: a CDN host serves thousands of rows, and a lookup
+    # blocks a thread. Safe against rebinding: what is reused is what was vetted. 0: off.
+    dns_cache_seconds: float = 60.0
     verify_tls: bool = True
     ca_certs: str | None = None  # CA bundle file; None: the system's trust store
     pool_maxsize: int = 16  # kept-alive connections per host
@@ -90,7 +93,7 @@ class FetchConfig:
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("backoff_base", "backoff_max", "max_retry_after"):
+        for name in ("backoff_base", "backoff_max", "max_retry_after", "dns_cache_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.retries < 0 or self.max_redirects < 0:
@@ -297,6 +300,8 @@ class Fetcher:
         # shared by all threads, so one 429 spares the host the other threads' requests too.
         self._cooldown: dict[tuple[str, int], float] = {}
         self._cooldown_lock = threading.Lock()
+        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._dns_lock = threading.Lock()
 
     def close(self) -> None:
         self._pools.clear()
@@ -314,7 +319,7 @@ class Fetcher:
             try:
                 target = parse_target(current, cfg.allowed_schemes)
                 try:
-                    addresses = self.guard.vetted_addresses(target.host, target.port)
+                    addresses = self._vetted_addresses(target)
                 except BlockedAddressError as exc:
                     raise _Failure(Status.BLOCKED_ADDRESS, str(exc)) from exc
                 except ResolutionError as exc:
@@ -366,6 +371,23 @@ class Fetcher:
                 final_url=current,
                 content_type=outcome.content_type,
             )
+
+    def _vetted_addresses(self, target: _Target) -> list[str]:
+        ttl = self.config.dns_cache_seconds
+        if ttl <= 0 or parse_ip(target.host) is not None:
+            return self.guard.vetted_addresses(target.host, target.port)
+        key = (target.host, target.port)
+        now = time.monotonic()
+        with self._dns_lock:
+            hit = self._dns.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        addresses = self.guard.vetted_addresses(target.host, target.port)  # raises if refused
+        with self._dns_lock:
+            if len(self._dns) > 50_000:  # bound memory on a long crawl: start afresh
+                self._dns.clear()
+            self._dns[key] = (now + ttl, addresses)
+        return addresses
 
     def _start_cooldown(self, target: _Target, seconds: float) -> None:
         key = (target.host, target.port)

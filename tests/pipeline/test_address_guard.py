@@ -177,7 +177,9 @@ def test_rebinding_after_the_check_cannot_redirect_the_connection(
         def __call__(self, host, port):
             return list(next(answers))
 
-    config = dataclasses.replace(fast_download_config, resolver=RebindingResolver())
+    config = dataclasses.replace(
+        fast_download_config, resolver=RebindingResolver(), dns_cache_seconds=0
+    )
     downloader = Downloader(config)
     first = downloader(_row(f"http://rebind.test:{http_server.port}/photo.jpg"))
     assert first.status == Status.OK, first.error
@@ -205,3 +207,22 @@ def test_redirect_to_a_name_resolving_private_is_blocked(http_server, fast_downl
     row = Downloader(config)(_row(http_server.url("_fault/redirect-to?url=http://internal.test/a")))
     assert row.status == Status.BLOCKED_ADDRESS
     assert "internal.test resolves to 10.1.1.1" in row.error
+
+
+def test_vetted_answers_are_cached_and_reused(http_server, fast_download_config):
+    calls = []
+
+    class CountingResolver(StaticResolver):
+        def __call__(self, host, port):
+            calls.append(host)
+            return super().__call__(host, port)
+
+    resolver = CountingResolver({"cdn.test": ("127.0.0.1",), "evil.test": ("10.0.0.1",)})
+    downloader = Downloader(dataclasses.replace(fast_download_config, resolver=resolver))
+    for name in ("photo.jpg", "photo.png", "photo.webp"):
+        row = downloader(_row(f"http://cdn.test:{http_server.port}/{name}"))
+        assert row.status == Status.OK, row.error
+    assert calls == ["cdn.test"]
+    for _ in range(2):  # a refusal is not cached as an answer: it is re-vetted every time
+        assert downloader(_row("http://evil.test/x.jpg")).status == Status.BLOCKED_ADDRESS
+    assert calls == ["cdn.test", "evil.test", "evil.test"]
