@@ -397,6 +397,10 @@ class JsonShapeError(ValueError):
     pass
 
 
+# a key or caption longer than this is an error, not a reason to read the file into memory
+_MAX_STRING_CHARS = 16 * 1024 * 1024
+
+
 def iter_json_object(path: str, chunk_chars: int = 1 << 20) -> Iterator[tuple[str, str]]:
     """Stream the (key, value) pairs of a file holding ONE flat JSON object of string values.
 
@@ -444,7 +448,10 @@ def iter_json_object(path: str, chunk_chars: int = 1 << 20) -> Iterator[tuple[st
                 try:
                     value, end = scanstring(buf, pos + 1, True)
                 except JSONDecodeError as e:
-                    if fill():  # the string may continue in the next chunk
+                    # only a string cut by the chunk's end (unterminated, or an escape cut short)
+                    # needs more data; anything else is an error now, without reading on
+                    cut = e.msg.startswith("Unterminated string") or e.pos >= len(buf) - 6
+                    if cut and len(buf) - pos <= _MAX_STRING_CHARS and fill():
                         continue
                     raise JsonShapeError(f"{path}: bad {what} string: {e.msg}") from None
                 pos = end

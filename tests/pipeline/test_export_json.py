@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.export_json import (
     ExportConfig,
+    JsonShapeError,
     export_json,
     find_split_files,
     iter_json_object,
@@ -203,3 +204,17 @@ def test_export_to_and_from_an_object_store_filesystem():
     assert len(found) == 2
     rep = validate_json(found)
     assert rep.ok and rep.entries == 5 and rep.expected_entries == 5, rep.errors
+
+
+def test_a_bad_escape_fails_at_once_without_reading_the_rest(tmp_path):
+    p = tmp_path / "w-00-of-01.json"
+    p.write_text(
+        '{"http://a/x": "bad \\q escape", '
+        + '"http://a/y": "fine", ' * 20_000
+        + '"http://a/z": "z"}'
+    )
+    got = []
+    with pytest.raises(JsonShapeError, match="Invalid"):
+        for kv in iter_json_object(str(p), chunk_chars=64):
+            got.append(kv)
+    assert got == []
