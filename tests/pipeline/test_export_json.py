@@ -210,11 +210,15 @@ def test_a_bad_escape_fails_at_once_without_reading_the_rest(tmp_path):
     p = tmp_path / "w-00-of-01.json"
     p.write_text(
         '{"http://a/x": "bad \\q escape", '
-        + '"http://a/y": "fine", ' * 20_000
+        + '"http://a/y": "fine", ' * 200_000
         + '"http://a/z": "z"}'
     )
     got = []
+    tracemalloc.start()
     with pytest.raises(JsonShapeError, match="Invalid"):
-        for kv in iter_json_object(str(p), chunk_chars=64):
+        for kv in iter_json_object(str(p), chunk_chars=64 * 1024):
             got.append(kv)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     assert got == []
+    assert peak < 1_000_000, f"the ~4 MB file was read on: peak {peak} bytes"
