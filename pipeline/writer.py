@@ -5,12 +5,14 @@ the shard has arrived (the shard plan says how many), checked (rows in == rows o
 uid), sorted by uid and written; the stats file is written last, so a shard with a stats file is
 complete and a shard without one is redone on the next run.
 
-Memory: the stages between the reader and the writer run fused in one bundle per shard, so the
-writer holds at most the shards in flight in its bundle (``shard_size`` rows each) and never the
-dataset; the local runner materialises every GroupByKey input in memory, which is why the normal
-path has none. Should a stage redistribute a shard's rows across bundles, the rows left over at
-the end of a bundle take a GroupByKey path that completes the shard correctly, at the cost of that
-memory bound (see :class:`WriteShards`).
+Memory: where the stages between the reader and the writer are fused (Dataflow, Flink), a shard's
+rows travel in the bundle that read the shard, so the writer holds only the shards in flight in
+its bundle (``shard_size`` rows each), never the dataset, and needs no shuffle. Where they are not
+(Beam's local FnApiRunner materialises multi-input Flattens and may split their rows over bundles
+or workers), the rows left over at the end of a bundle take a GroupByKey path that completes the
+shard correctly; the Beam counters ``vecap_writer/shards_fused``, ``shards_regrouped`` and
+``rows_regrouped`` say which path ran, and ``pipeline.run`` bounds the local runner's memory by
+running it in waves of shards.
 
 Atomicity: on local disks the parquet and stats files are written to a hidden temporary name and
 renamed. Object stores (gs://, s3://) have no rename; a single-object upload is atomic there, so
