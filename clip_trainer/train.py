@@ -123,9 +123,13 @@ def _trim_metrics(path: Path, last_step: int) -> None:
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume training) a CLIP on vecap shards; returns where the model ended up."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object, set_seed
     from transformers import CLIPModel
+
+    try:
+        from accelerate import Accelerator
+        from accelerate.utils import gather_object, set_seed
+    except ImportError as exc:  # the train extra
+        raise ImportError("training needs accelerate: pip install 'vecap[train]'") from exc
 
     from clip_trainer.checkpoint import (
         latest_checkpoint,
