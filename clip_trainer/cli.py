@@ -215,7 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     try:
         result = train(config)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         print(f"vecap train: {exc}", file=sys.stderr)
         return 1
     if not result.main_process:
@@ -254,7 +254,7 @@ def run_eval(args: argparse.Namespace) -> int:
             max_items=args.max_items,
         )
         results = evaluate(config)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"vecap eval: {exc}", file=sys.stderr)
         return 1
     text = json.dumps(results, indent=2)
