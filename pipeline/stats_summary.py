@@ -59,6 +59,7 @@ class LengthSummary:
 @dataclass
 class OutputStats:
     shards: int = 0
+    shards_planned: int | None = None  # from manifest.json, when the output has one
     rows: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     fusion_source_counts: dict[str, int] = field(default_factory=dict)
@@ -80,8 +81,13 @@ class OutputStats:
 
 
 def output_stats(output: str, *, caption_lengths: bool = True) -> OutputStats:
+    from pipeline.manifest import read_manifest
+
     done = finished_shards(output)
     stats = OutputStats(shards=len(done))
+    manifest = read_manifest(output) or {}
+    planned = (manifest.get("plan") or {}).get("shards_planned")
+    stats.shards_planned = int(planned) if planned is not None else None
     if not done:
         return stats
     status: collections.Counter[str] = collections.Counter()
@@ -138,8 +144,9 @@ def _share(n: int, total: int) -> str:
 
 def format_stats(stats: OutputStats) -> str:
     """The human table `vecap stats` prints."""
+    planned = f" of {stats.shards_planned} planned" if stats.shards_planned is not None else ""
     lines = [
-        f"shards finished: {stats.shards}   rows: {stats.rows}   ok: {stats.ok_rows} "
+        f"shards finished: {stats.shards}{planned}   rows: {stats.rows}   ok: {stats.ok_rows} "
         f"({_share(stats.ok_rows, stats.rows).strip()})",
     ]
     if stats.wall_seconds:

@@ -93,6 +93,9 @@ def test_download_only_run_resume_and_manifest(sample_table, tmp_path):
     assert manifest["versions"]["apache-beam"] and len(manifest["runs"]) == 1
     # every shard was written by the bounded fused path, none needed the regroup shuffle
     assert manifest["runs"][0]["shards_fused"] == len(done)
+    from pipeline.stats_summary import format_stats, output_stats
+
+    assert f"shards finished: {len(done)} of {len(done)} planned" in format_stats(output_stats(out))
     assert not manifest["runs"][0].get("rows_regrouped")
 
     # a rerun with everything finished does nothing
