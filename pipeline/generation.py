@@ -154,11 +154,9 @@ def render_chat(
 
 
 def _chat_template(obj: Any) -> str | None:
-    template = getattr(obj, "chat_template", None)
-    if template:
-        return template
-    tokenizer = getattr(obj, "tokenizer", None)
-    return getattr(tokenizer, "chat_template", None) or None
+    # Only the object's own template: a processor whose template sits on its text tokenizer alone
+    # (older checkpoints) would render without the image placeholder, so it takes the fallback.
+    return getattr(obj, "chat_template", None) or None
 
 
 def check_aligned(prompts: Sequence[str], images: Sequence[Any] | None) -> None:

@@ -134,3 +134,15 @@ def test_missing_vllm_names_install_command(tiny_models, monkeypatch):
     cfg = GenerationConfig(model=str(tiny_models.llm), backend="vllm")
     with pytest.raises(ImportError, match="pip install"):
         load_generator(cfg, multimodal=False)
+
+
+def test_processor_without_template_uses_fallback_even_if_tokenizer_has_one():
+    class Tok:
+        chat_template = "{{ messages[0]['content'] }}"
+
+    class Proc:
+        chat_template = None
+        tokenizer = Tok()
+
+    text = render_chat(Proc(), PROMPT, image=True, fallback_template=LLAVA_FALLBACK)
+    assert text == f"USER: <image>\n{PROMPT} ASSISTANT:"
