@@ -6,16 +6,23 @@ tokens as transformers on the same images, and the backend must work inside the 
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
+import shutil
 import tempfile
 
 import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
+if importlib.util.find_spec("vllm") is None:  # checked without importing: env comes first
+    pytest.skip("vLLM lives in .venv-vllm (make test builds it)", allow_module_level=True)
+
 # before vLLM is imported: CPU KV cache (the NUMA node reports < 10 GiB and vLLM refuses
 # otherwise), engine in this process, caches out of $HOME, no usage reporting or hub lookups
 _CACHE = tempfile.mkdtemp(prefix="vecap-vllm-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 for key, value in {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -28,7 +35,7 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
-pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make test builds it)")
+pytest.importorskip("vllm")
 
 from llava_recap.config import CaptionConfig  # noqa: E402
 from llava_recap.handler import decode_image  # noqa: E402
