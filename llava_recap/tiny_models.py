@@ -25,6 +25,9 @@ from pathlib import Path
 TINY_LLAVA_DIR = "tiny-llava"
 TINY_LLAMA_DIR = "tiny-llama"
 SEED = 1234
+# Bump when the recipe changes: directories built by another version are rebuilt, not reused.
+TINY_MODELS_VERSION = "1"
+VERSION_FILE = "vecap-tiny-models-version.txt"
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN)
 VOCAB_SIZE = 1024
@@ -335,8 +338,14 @@ def _canonical_image_processor_type(out: Path) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _is_current(path: Path) -> bool:
+    marker = path / VERSION_FILE
+    return marker.exists() and marker.read_text().strip() == TINY_MODELS_VERSION
+
+
 def build_tiny_models(out_dir: str | Path, *, overwrite: bool = False) -> TinyModels:
-    """Build ``out_dir/tiny-llava`` and ``out_dir/tiny-llama``; reuse them when already built.
+    """Build ``out_dir/tiny-llava`` and ``out_dir/tiny-llama``; reuse them when already built
+    by this recipe version (:data:`TINY_MODELS_VERSION`).
 
     A directory is written under a temporary name and renamed when complete, so an interrupted
     build never leaves a half model that later loads.
@@ -345,12 +354,13 @@ def build_tiny_models(out_dir: str | Path, *, overwrite: bool = False) -> TinyMo
     out.mkdir(parents=True, exist_ok=True)
     paths = TinyModels(llava=out / TINY_LLAVA_DIR, llm=out / TINY_LLAMA_DIR)
     for path, build in ((paths.llava, _build_llava), (paths.llm, _build_llama)):
-        if path.exists() and not overwrite and (path / "config.json").exists():
+        if not overwrite and _is_current(path):
             continue
         tmp = path.with_name(path.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         build(tmp, _build_tokenizer())
+        (tmp / VERSION_FILE).write_text(TINY_MODELS_VERSION + "\n")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     return paths

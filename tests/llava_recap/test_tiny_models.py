@@ -59,6 +59,11 @@ def test_build_is_deterministic_and_reused(tmp_path, tiny_models):
     build_tiny_models(tmp_path)  # already there: reused, not rebuilt
     assert (other.llm / "model.safetensors").stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.partial"))
+    # built by another recipe version: rebuilt, not reused
+    (other.llm / "vecap-tiny-models-version.txt").write_text("0\n")
+    build_tiny_models(tmp_path)
+    assert (other.llm / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (other.llm / "vecap-tiny-models-version.txt").read_text().strip() != "0"
 
 
 @pytest.mark.parametrize("which", ["llava", "llm"])
