@@ -198,7 +198,12 @@ def main() -> int:
         )
         print(json.dumps(rates))
         return 0
+    with tempfile.TemporaryDirectory(prefix="vecap-bench-caption-") as tmp:
+        return measure(args, Path(tmp))
 
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    """The parent run: models, images and pipeline outputs all live under ``work``."""
     import torch
 
     from llava_recap.tiny_models import build_tiny_models
@@ -207,7 +212,6 @@ def main() -> int:
     # One intra-op thread by default: on a shared, oversubscribed CPU, OpenMP's spin-waiting
     # threads collapse (measured here: ~8 img/s with 2 threads vs ~60 with 1 at load 8).
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="vecap-bench-caption-"))
     models = build_tiny_models(work / "models")
     n_big = args.small + args.images
     images = make_images(n_big)
