@@ -52,9 +52,10 @@ def decode_image(data: bytes | None):  # -> PIL.Image.Image
     if not data:
         raise ValueError("no image bytes")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        # convert() copies even RGB -> RGB; most re-encoded JPEGs are RGB already
+        return image if image.mode == "RGB" else image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 

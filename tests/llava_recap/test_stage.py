@@ -329,3 +329,16 @@ def test_long_errors_are_truncated(tmp_path):
     )
     assert all(r.status == Status.CAPTION_FAILED.value for r in out)
     assert all(0 < len(r.error) <= 1000 for r in out)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_decode_image_gives_rgb(mode):
+    import io
+
+    buf = io.BytesIO()
+    image = make_image(3).convert(mode)
+    image.save(buf, format="JPEG" if mode in ("L", "CMYK") else "PNG")
+    decoded = decode_image(buf.getvalue())
+    assert decoded.mode == "RGB" and decoded.size == image.size
+    with pytest.raises(ValueError, match="no image bytes"):
+        decode_image(b"")
