@@ -33,6 +33,9 @@ class CaptionConfig:
     # rows a previous run marked caption_failed that still carry their image are captioned
     # again (a rerun over an earlier output, `vecap run --from OUT --stages caption`)
     retry_failed: bool = True
+    # threads decoding a batch's JPEGs (Pillow releases the GIL while decoding), so the CPU work
+    # between two generate calls shrinks on many-core GPU workers; 1 decodes inline
+    decode_threads: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):
@@ -50,6 +53,8 @@ class CaptionConfig:
                     f"prompt_id {self.prompt_id!r} already names other words; "
                     "give the custom prompt_text a new id"
                 )
+        if self.decode_threads < 1:
+            raise ValueError("decode_threads must be >= 1")
         if self.fallback_template is not None and "{user}" not in self.fallback_template:
             raise ValueError("fallback_template must contain {user}")
 

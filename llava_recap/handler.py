@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from apache_beam.metrics import Metrics
@@ -92,14 +93,15 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
         cfg = self._config
         out: list[Record | None] = [None] * len(batch)
         todo: list[tuple[int, Any]] = []
-        for i, (uid, record) in enumerate(batch):
+        for uid, record in batch:
             if uid != record.uid:
                 raise ValueError(f"key {uid!r} does not match record uid {record.uid!r}")
-            try:
-                todo.append((i, decode_image(record.jpg)))
-            except ValueError as exc:
+        for i, decoded in enumerate(self._decode_all([record.jpg for _, record in batch])):
+            if isinstance(decoded, ValueError):
                 self._undecodable.inc()
-                out[i] = _failed(record, str(exc))
+                out[i] = _failed(batch[i][1], str(decoded))
+            else:
+                todo.append((i, decoded))
         raws = self._generate(model, [image for _, image in todo])
         for (i, _), raw in zip(todo, raws, strict=True):
             record = batch[i][1]
@@ -119,6 +121,14 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
                 caption_prompt_id=cfg.prompt_id,
             )
         return [r for r in out if r is not None]
+
+    def _decode_all(self, blobs: list[bytes | None]) -> list[Any]:
+        """Decoded images, or the ValueError saying why not, in input order."""
+        threads = min(self._config.decode_threads, len(blobs))
+        if threads <= 1:
+            return [_try_decode(b) for b in blobs]
+        with ThreadPoolExecutor(threads, thread_name_prefix="vecap-decode") as pool:
+            return list(pool.map(_try_decode, blobs))
 
     def _generate(self, model: Captioner, images: list[Any]) -> list[str | BaseException]:
         if not images:
@@ -157,6 +167,13 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
 
     def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
+
+
+def _try_decode(data: bytes | None) -> Any:
+    try:
+        return decode_image(data)
+    except ValueError as exc:
+        return exc
 
 
 def _describe(exc: BaseException) -> str:

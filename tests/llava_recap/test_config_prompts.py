@@ -36,6 +36,7 @@ def test_prompt_ids_are_unique_and_versioned():
         ({"prompt_id": "mine-v1", "prompt_text": "  "}, "blank"),
         ({"prompt_id": ""}, "empty"),
         ({"fallback_template": "USER: <image> ASSISTANT:"}, "{user}"),
+        ({"decode_threads": 0}, "decode_threads"),
     ],
 )
 def test_config_rejects(kwargs, error):

@@ -65,8 +65,9 @@ def mixed_records():
     return records
 
 
-def test_captions_attach_to_the_right_uid(tiny_models, mixed_records, tmp_path):
-    config = _config(str(tiny_models.llava), model_name="tiny-llava")
+@pytest.mark.parametrize("decode_threads", [4, 1], ids=["decode-pool", "decode-inline"])
+def test_captions_attach_to_the_right_uid(tiny_models, mixed_records, tmp_path, decode_threads):
+    config = _config(str(tiny_models.llava), model_name="tiny-llava", decode_threads=decode_threads)
     out = run_stage(mixed_records, CaptionStage(config), tmp_path)
 
     assert len(out) == len(mixed_records)
