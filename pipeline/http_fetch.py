@@ -13,6 +13,7 @@ for a bad URL or a bad server.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import random
 import re
 import socket
@@ -469,7 +470,8 @@ class Fetcher:
             connect=min(cfg.connect_timeout, remaining), read=min(cfg.read_timeout, remaining)
         )
         try:
-            response = pool.urlopen(
+            response = _urlopen_fresh_on_stale(
+                pool,
                 "GET",
                 target.request_target,
                 headers=headers,
@@ -589,6 +591,28 @@ class Fetcher:
                 http_status=code,
             ) from exc
         return _Body(b"".join(chunks), code, response.headers.get("Content-Type"))
+
+
+_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _urlopen_fresh_on_stale(pool: urllib3.HTTPConnectionPool, *args, **kwargs):
+    """``pool.urlopen``, sent once more on a new connection if a kept-alive one was dead.
+
+    A server may close an idle keep-alive connection just as we reuse it: the request then dies
+    before any response byte. That is our pool's fault, not the server's, so it neither counts
+    as an attempt nor waits for a backoff (browsers and urllib3's own Retry do the same). The
+    failed connection is discarded by urllib3, so the second send opens a fresh one; a server
+    that drops fresh connections too still fails, as a retryable connection error.
+    """
+    try:
+        return pool.urlopen(*args, **kwargs)
+    except ProtocolError as exc:
+        if not isinstance(exc.__context__ or exc.__cause__, _STALE_CONNECTION_ERRORS) and not (
+            exc.args and isinstance(exc.args[-1], _STALE_CONNECTION_ERRORS)
+        ):
+            raise
+    return pool.urlopen(*args, **kwargs)
 
 
 def _root(exc: BaseException) -> str:
