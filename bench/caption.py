@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_STAMP = ROOT / ".venv-vllm" / ".vecap-vllm-stamp"  # written last by setup_vllm_venv.sh
 VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -158,7 +159,7 @@ def pipeline_seconds(
 
 def vllm_sweep(models_dir: Path, n: int, batches, max_new: int) -> dict | str:
     """Run this file's --vllm-sweep in .venv-vllm; a string says why it did not run."""
-    if not VLLM_PY.exists():
+    if not (VLLM_PY.exists() and VLLM_STAMP.exists()):
         return "skipped: .venv-vllm not built (make vllm-venv)"
     with tempfile.TemporaryDirectory(prefix="vecap-bench-vllm-") as cache:
         env = {**os.environ, **VLLM_ENV}
