@@ -148,9 +148,27 @@ def render_chat(
             else {"role": "system", "content": system}
         )
     messages.append({"role": "user", "content": content})
-    return processor_or_tokenizer.apply_chat_template(
+    text = processor_or_tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=False
     )
+    return _without_template_bos(processor_or_tokenizer, text)
+
+
+def _without_template_bos(processor_or_tokenizer: Any, text: str) -> str:
+    """Drop a BOS the chat template wrote when tokenizing will add one anyway.
+
+    Llama 2/3 and Mistral templates start with ``{{ bos_token }}``, and both backends tokenize
+    the rendered string with special tokens on (transformers' tokenizer call, vLLM's prompt
+    path), which would give two BOS tokens — a known quality loss for those models.
+    """
+    tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    added = tokenizer("", add_special_tokens=True)["input_ids"]
+    if tokenizer.bos_token_id in added:
+        return text[len(bos) :]
+    return text
 
 
 def _chat_template(obj: Any) -> str | None:

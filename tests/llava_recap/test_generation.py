@@ -146,3 +146,26 @@ def test_processor_without_template_uses_fallback_even_if_tokenizer_has_one():
 
     text = render_chat(Proc(), PROMPT, image=True, fallback_template=LLAVA_FALLBACK)
     assert text == f"USER: <image>\n{PROMPT} ASSISTANT:"
+
+
+LLAMA3_STYLE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_template_bos_is_not_doubled(tiny_models):
+    """Templates that write bos_token (Llama 3, Mistral) must not give two BOS after tokenizing."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.llm)
+    tokenizer.chat_template = LLAMA3_STYLE
+    text = render_chat(tokenizer, "hi", image=False, fallback_template="x")
+    ids = tokenizer(text)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    # a tokenizer that adds no BOS itself keeps the template's
+    tokenizer.add_bos_token = False
+    assert tokenizer("")["input_ids"] == []
+    text = render_chat(tokenizer, "hi", image=False, fallback_template="x")
+    assert text.startswith(tokenizer.bos_token)
+    assert tokenizer(text)["input_ids"].count(tokenizer.bos_token_id) == 1
