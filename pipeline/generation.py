@@ -42,7 +42,9 @@ class GenerationConfig:
     top_p: float = 1.0
     seed: int | None = 0
     batch_size: int = 16  # max rows per generate call
-    min_batch_size: int = 1
+    # None: the same as batch_size, so every generate call (bar a bundle's tail) is a full batch
+    # that keeps a GPU busy. Lower it to let Beam's adaptive batching start small and grow.
+    min_batch_size: int | None = None
     max_batch_duration_secs: float | None = None
     trust_remote_code: bool = False
     # vLLM only
@@ -66,7 +68,7 @@ class GenerationConfig:
             raise ValueError("temperature must be > 0 (use do_sample=False for greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.min_batch_size < 1 or self.batch_size < self.min_batch_size:
+        if self.min_batch_size is not None and not 1 <= self.min_batch_size <= self.batch_size:
             raise ValueError("need 1 <= min_batch_size <= batch_size")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
             raise ValueError("max_batch_duration_secs must be > 0 when set")
@@ -80,7 +82,9 @@ class GenerationConfig:
     def batch_elements_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for Beam's ``BatchElements`` (via ``ModelHandler.batch_elements_kwargs``)."""
         kwargs: dict[str, Any] = {
-            "min_batch_size": self.min_batch_size,
+            "min_batch_size": self.batch_size
+            if self.min_batch_size is None
+            else self.min_batch_size,
             "max_batch_size": self.batch_size,
         }
         if self.max_batch_duration_secs is not None:

@@ -32,6 +32,7 @@ def llama(tiny_models):
         {"temperature": 0.0},
         {"top_p": 0.0},
         {"batch_size": 2, "min_batch_size": 4},
+        {"min_batch_size": 0},
         {"max_batch_duration_secs": 0},
         {"gpu_memory_utilization": 1.5},
         {"tensor_parallel_size": 0},
@@ -50,7 +51,8 @@ def test_batch_elements_kwargs():
         "max_batch_size": 32,
         "max_batch_duration_secs": 2,
     }
-    assert "max_batch_duration_secs" not in GenerationConfig(model="m").batch_elements_kwargs()
+    default = GenerationConfig(model="m", batch_size=8).batch_elements_kwargs()
+    assert default == {"min_batch_size": 8, "max_batch_size": 8}  # full batches by default
 
 
 def test_render_chat_llava_15_template(llava):
