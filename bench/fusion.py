@@ -209,11 +209,11 @@ def load_counting(config):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=64, help="pairs in the large pipeline run")
-    parser.add_argument("--small", type=int, default=16, help="pairs in the small pipeline run")
+    parser.add_argument("--rows", type=int, default=256, help="pairs in the large pipeline run")
+    parser.add_argument("--small", type=int, default=32, help="pairs in the small pipeline run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mix-rows", type=int, default=2000)
     args = parser.parse_args()
 
