@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+from schemas import Record, Status
+
+_LOG = logging.getLogger(__name__)
+
 
 def describe_error(error: object, limit: int = 300) -> str:
     """One line for a dead-letter error: an exception, or Beam's (type, repr, traceback) tuple."""
@@ -16,4 +22,15 @@ def describe_error(error: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-__all__ = ["describe_error"]
+def internal_error_record(record: Record, stage: str, exc: BaseException, **reason: str) -> Record:
+    """A row that hit a bug in our own code: logged with its traceback, kept as a failed row.
+
+    ``reason`` names the stage's reason column (``fusion_reason=...`` or ``ethics_reason=...``).
+    """
+    _LOG.exception("%s failed on row %s", stage, record.uid)
+    return record.fail(Status.INTERNAL_ERROR, f"{stage}: {type(exc).__name__}: {exc}").replace(
+        **reason
+    )
+
+
+__all__ = ["describe_error", "internal_error_record"]

@@ -26,7 +26,7 @@ from llm_fusion.alt_text_rules import truncate_alt_text
 from llm_fusion.cleaning import bound_length
 from llm_fusion.clip_tokens import CLIP_CONTEXT_LENGTH, ApproxClipTokenCounter, content_budget
 from llm_fusion.config import EthicsConfig
-from llm_fusion.errors import describe_error
+from llm_fusion.errors import describe_error, internal_error_record
 from llm_fusion.ethics_prompts import ETHICS_PROMPTS, parse_yes_no
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, SOURCE_VISUAL
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
@@ -172,10 +172,7 @@ class _EthicsUserText:
 
 
 def _internal_error(record: Record, stage: str, exc: BaseException) -> Record:
-    _LOG.exception("%s failed on row %s", stage, record.uid)
-    return record.fail(Status.INTERNAL_ERROR, f"{stage}: {type(exc).__name__}: {exc}").replace(
-        ethics_reason=REASON_INTERNAL_ERROR
-    )
+    return internal_error_record(record, stage, exc, ethics_reason=REASON_INTERNAL_ERROR)
 
 
 class _RouteForEthics(beam.DoFn):

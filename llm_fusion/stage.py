@@ -17,10 +17,10 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from llm_fusion.config import FusionConfig
-from llm_fusion.errors import describe_error
+from llm_fusion.errors import describe_error, internal_error_record
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, FusionRules
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
-from schemas import Record, Status
+from schemas import Record
 
 _LOG = logging.getLogger(__name__)
 _LLM = "llm"
@@ -37,10 +37,7 @@ class _FusionUserText:
 
 
 def _internal_error(record: Record, stage: str, exc: BaseException) -> Record:
-    _LOG.exception("%s failed on row %s", stage, record.uid)
-    return record.fail(Status.INTERNAL_ERROR, f"{stage}: {type(exc).__name__}: {exc}").replace(
-        fusion_reason=REASON_INTERNAL_ERROR
-    )
+    return internal_error_record(record, stage, exc, fusion_reason=REASON_INTERNAL_ERROR)
 
 
 class _RouteForFusion(beam.DoFn):
