@@ -136,7 +136,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
             "--stages", "download", "--shard-size", "4", "--threads", "2", "--allow-private-networks",
             "--no-progress", "--set", "download.retries=0",
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath}  # keeps the tripwire's sitecustomize
         proc = subprocess.Popen(
             argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
