@@ -68,6 +68,8 @@ class GenerationConfig:
             raise ValueError("temperature must be > 0 (use do_sample=False for greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         if self.min_batch_size is not None and not 1 <= self.min_batch_size <= self.batch_size:
             raise ValueError("need 1 <= min_batch_size <= batch_size")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:

@@ -33,6 +33,7 @@ def llama(tiny_models):
         {"top_p": 0.0},
         {"batch_size": 2, "min_batch_size": 4},
         {"min_batch_size": 0},
+        {"batch_size": 0},
         {"max_batch_duration_secs": 0},
         {"gpu_memory_utilization": 1.5},
         {"tensor_parallel_size": 0},
