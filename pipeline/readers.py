@@ -395,24 +395,61 @@ class ReadShardFn(beam.DoFn):
         self._shards.inc()
 
 
+def write_plan_file(shards: Sequence[InputShard], path: str) -> str:
+    """The shards as JSON lines at ``path`` (any fsspec URL), for :class:`ReadInput`'s
+    ``plan_file``; written to a temporary name and moved, so a reader never sees half a plan."""
+    import fsspec
+
+    fs, target = fsspec.core.url_to_fs(path)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{target}.tmp"
+    with fs.open(tmp, "w") as f:
+        for shard in shards:
+            f.write(json.dumps(shard.to_dict(), separators=(",", ":")) + "\n")
+    fs.mv(tmp, target)
+    return path
+
+
+def _shard_from_line(line: str) -> InputShard:
+    return InputShard.from_dict(json.loads(line))
+
+
 class ReadInput(beam.PTransform):
     """Pipeline root -> PCollection[Record]: every row of the planned shards.
 
     ``shards`` defaults to the full plan (made when the pipeline is built, so input errors stop
-    it before it runs); a resumed job passes only the unfinished ones. The Reshuffle keeps
-    runners from fusing the whole read into one worker.
+    it before it runs); a resumed job passes only the unfinished ones. ``plan_file`` (from
+    :func:`write_plan_file`) reads the shards from a file instead: a web-scale plan (300k shards)
+    embedded in the job graph would exceed what Dataflow accepts. The Reshuffle keeps runners
+    from fusing the whole read into one worker.
     """
 
-    def __init__(self, config: ReaderConfig, shards: Sequence[InputShard] | None = None) -> None:
+    def __init__(
+        self,
+        config: ReaderConfig,
+        shards: Sequence[InputShard] | None = None,
+        *,
+        plan_file: str | None = None,
+    ) -> None:
         super().__init__()
+        if shards is not None and plan_file is not None:
+            raise ValueError("give the shards or a plan file, not both")
         self._config = config
         self._shards = None if shards is None else list(shards)
+        self._plan_file = plan_file
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[Record]:
-        shards = plan_shards(self._config) if self._shards is None else self._shards
+        if self._plan_file is not None:
+            shards = (
+                pbegin
+                | "InputShards" >> beam.io.ReadFromText(self._plan_file)
+                | "ParseShards" >> beam.Map(_shard_from_line)
+            )
+        else:
+            plan = plan_shards(self._config) if self._shards is None else self._shards
+            shards = pbegin | "InputShards" >> beam.Create(plan)
         return (
-            pbegin
-            | "InputShards" >> beam.Create(shards)
+            shards
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShard" >> beam.ParDo(ReadShardFn(self._config))
         )
@@ -432,4 +469,5 @@ __all__ = [
     "plan_to_json",
     "read_shard",
     "reader_config_from_args",
+    "write_plan_file",
 ]

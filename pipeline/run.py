@@ -53,6 +53,10 @@ from schemas.record import Record
 from schemas.stats import ShardStats
 from schemas.status import Status
 
+# From this many shards on, the shard plan reaches the runner as a file (OUT/plan/...) instead of
+# inside the job graph: Dataflow refuses job graphs over a few MB, and 300M rows are 300k shards.
+PLAN_FILE_MIN_SHARDS = 1000
+
 
 class RunFailed(RuntimeError):
     """The pipeline ended without committing every planned shard."""
@@ -276,9 +280,17 @@ def build_pipeline(
     """
     clock = new_clock()
     if config.reader is not None:
-        from pipeline.readers import ReadInput
+        from pipeline.readers import ReadInput, write_plan_file
 
-        records = pipeline | "ReadInput" >> ReadInput(config.reader, plan.input_shards)
+        shards = plan.input_shards
+        if shards is not None and len(shards) >= PLAN_FILE_MIN_SHARDS:
+            # a web-scale plan goes in a file beside the output, not into the job graph
+            first, last = shards[0].shard_id, shards[-1].shard_id
+            path = f"{config.run.output.rstrip('/')}/plan/shards-{plan.fingerprint}-{first:05d}-{last:05d}.jsonl"
+            read = ReadInput(config.reader, plan_file=write_plan_file(shards, path))
+        else:
+            read = ReadInput(config.reader, shards)
+        records = pipeline | "ReadInput" >> read
     else:
         records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(
             config.run.source, plan.todo, config.run.retry_statuses

@@ -72,3 +72,25 @@ def test_config_and_transform_pickle(tmp_path: Path) -> None:
     shards = plan_shards(config)
     assert pickle.loads(pickle.dumps(shards)) == shards
     pickle.dumps(ReadInput(config, shards))
+
+
+def test_read_input_from_a_plan_file_equals_the_embedded_plan(tmp_path: Path) -> None:
+    from pipeline.readers import write_plan_file
+
+    config = _write_inputs(tmp_path)
+    todo = [s for s in plan_shards(config) if s.shard_id != 2]
+    plan_file = write_plan_file(todo, str(tmp_path / "plan" / "shards.jsonl"))
+    assert len(Path(plan_file).read_text().splitlines()) == len(todo)
+    results = []
+    for source in ({"shards": todo}, {"plan_file": plan_file}):
+        p = BeamTestPipeline(runner=FnApiRunner())
+        records = p | ReadInput(config, **source)
+        out = tmp_path / f"out-{len(results)}.pkl"
+        assert_that(
+            records | beam.Map(_summary),
+            lambda got, out=out: out.write_bytes(pickle.dumps(sorted(got))),
+        )
+        p.run().wait_until_finish()
+        results.append(pickle.loads(out.read_bytes()))
+    assert results[0] == results[1] and len(results[0]) == 15
+    assert not any(uid.startswith(make_uid(2, 0)[:5]) for uid, _, _ in results[1])

@@ -339,3 +339,26 @@ def test_a_stage_that_loses_rows_fails_the_run_loudly(sample_table, tmp_path):
     assert 0 not in finished_shards(out)
     manifest = read_manifest(out)
     assert manifest["status"] == "failed" and manifest["runs"][-1]["status"] == "failed"
+
+
+def test_a_large_plan_reaches_the_runner_as_a_file(sample_table, tmp_path, monkeypatch):
+    """Above PLAN_FILE_MIN_SHARDS the shard plan is read from OUT/plan/, not the job graph."""
+    import pipeline.run as run_module
+
+    embedded = str(tmp_path / "embedded")
+    run_pipeline(build_pipeline_config(_config(sample_table, embedded)), stream=io.StringIO())
+    monkeypatch.setattr(run_module, "PLAN_FILE_MIN_SHARDS", 1)
+    from_file = str(tmp_path / "from-file")
+    res = run_pipeline(
+        build_pipeline_config(_config(sample_table, from_file)), stream=io.StringIO()
+    )
+    assert res.status == "succeeded"
+    # one plan file per local wave, together the whole plan
+    lines = [
+        ln
+        for f in Path(from_file, "plan").glob("shards-*.jsonl")
+        for ln in f.read_text().splitlines()
+    ]
+    assert sorted(json.loads(ln)["shard_id"] for ln in lines) == list(range(res.plan.shards_total))
+    assert not Path(embedded, "plan").exists()
+    assert rows_of(from_file, ("download_attempts",)) == rows_of(embedded, ("download_attempts",))
