@@ -37,14 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 VLLM_STAMP = ROOT / ".venv-vllm" / ".vecap-vllm-stamp"  # written last by setup_vllm_venv.sh
-VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-}
 PROMPT = "Describe the image concisely, less than 20 words."
 
 
@@ -171,9 +163,9 @@ def vllm_sweep(models_dir: Path, n: int, batches, max_new: int) -> dict | str:
     if not (VLLM_PY.exists() and VLLM_STAMP.exists()):
         return "skipped: .venv-vllm not built (make vllm-venv)"
     with tempfile.TemporaryDirectory(prefix="vecap-bench-vllm-") as cache:
-        env = {**os.environ, **VLLM_ENV}
-        env["VLLM_CACHE_ROOT"] = f"{cache}/vllm"
-        env["TORCHINDUCTOR_CACHE_DIR"] = f"{cache}/inductor"
+        from pipeline.generation_vllm import cpu_offline_env
+
+        env = {**os.environ, **cpu_offline_env(cache)}
         cmd = [
             str(VLLM_PY),
             __file__,

@@ -21,6 +21,25 @@ INSTALL_HINT = (
 )
 
 
+def cpu_offline_env(cache_dir: str) -> dict[str, str]:
+    """Environment for vLLM's CPU build in this process, offline, caches under ``cache_dir``.
+
+    Must be set before vLLM is imported: a 1 GiB KV cache (the NUMA node reports under 10 GiB
+    and vLLM otherwise refuses), the engine in-process, vLLM's and torch-inductor's caches out
+    of $HOME, no usage reporting or hub lookups, loopback only.
+    """
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CACHE_ROOT": f"{cache_dir}/vllm",
+        "TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/inductor",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+    }
+
+
 def _import_vllm():
     try:
         import vllm

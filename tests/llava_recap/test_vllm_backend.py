@@ -6,11 +6,7 @@ tokens as transformers on the same images, and the backend must work inside the 
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -19,21 +15,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 if importlib.util.find_spec("vllm") is None:  # checked without importing: env comes first
     pytest.skip("vLLM lives in .venv-vllm (make test builds it)", allow_module_level=True)
 
-# before vLLM is imported: CPU KV cache (the NUMA node reports < 10 GiB and vLLM refuses
-# otherwise), engine in this process, caches out of $HOME, no usage reporting or hub lookups
-_CACHE = tempfile.mkdtemp(prefix="vecap-vllm-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-for key, value in {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CACHE_ROOT": os.path.join(_CACHE, "vllm"),
-    "TORCHINDUCTOR_CACHE_DIR": os.path.join(_CACHE, "inductor"),
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-}.items():
-    os.environ.setdefault(key, value)
+from tests.vllm_env import configure_vllm_for_tests  # noqa: E402
+
+configure_vllm_for_tests("vecap-vllm-")  # before vLLM is imported
 
 pytest.importorskip("vllm")
 

@@ -7,26 +7,13 @@ model's context, which vLLM refuses, must fail only its own row.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-# before vLLM is imported: CPU KV cache, engine in this process, caches in a temp dir, offline
-_CACHE = tempfile.mkdtemp(prefix="vecap-vllm-fusion-")
-for key, value in {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CACHE_ROOT": os.path.join(_CACHE, "vllm"),
-    "TORCHINDUCTOR_CACHE_DIR": os.path.join(_CACHE, "inductor"),
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-}.items():
-    os.environ.setdefault(key, value)
+from tests.vllm_env import configure_vllm_for_tests  # noqa: E402
+
+configure_vllm_for_tests("vecap-vllm-fusion-")  # before vLLM is imported
 
 pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make test builds it)")
 
