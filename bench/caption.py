@@ -163,7 +163,7 @@ def vllm_sweep(models_dir: Path, n: int, batches, max_new: int) -> dict | str:
     if not (VLLM_PY.exists() and VLLM_STAMP.exists()):
         return "skipped: .venv-vllm not built (make vllm-venv)"
     with tempfile.TemporaryDirectory(prefix="vecap-bench-vllm-") as cache:
-        from pipeline.generation_vllm import cpu_offline_env
+        from pipeline.generation.vllm_backend import cpu_offline_env
 
         env = {**os.environ, **cpu_offline_env(cache)}
         cmd = [

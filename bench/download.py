@@ -40,8 +40,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.image_processing import ImageConfig, process_image  # noqa: E402
-from pipeline.sample_server import SAMPLE_DIR, SampleServer  # noqa: E402
+from pipeline.download.image_processing import ImageConfig, process_image  # noqa: E402
+from pipeline.sample.server import SAMPLE_DIR, SampleServer  # noqa: E402
 
 N_IMAGES = int(os.environ.get("VECAP_BENCH_IMAGES", "1200"))
 N_SMALL = 150  # rows of the run that prices start-up (see main)
@@ -252,8 +252,8 @@ def run_pipeline(table: Path, beam_args: list[str], threads: int) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from pipeline.download import DownloadConfig, DownloadStage
-    from pipeline.readers import ReaderConfig, ReadInput
+    from pipeline.download.stage import DownloadConfig, DownloadStage
+    from pipeline.io.readers import ReaderConfig, ReadInput
 
     config = DownloadConfig(
         threads=threads,

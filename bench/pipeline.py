@@ -45,7 +45,7 @@ def _small_jpegs() -> dict[str, bytes]:
     """A few 96x72 JPEGs cut from the bundled sample photos (about 3 KB each)."""
     from PIL import Image
 
-    from pipeline.sample_server import SAMPLE_DIR
+    from pipeline.sample.server import SAMPLE_DIR
 
     files = {}
     for i, path in enumerate(sorted(SAMPLE_DIR.glob("*.jpg"))[:8]):
@@ -149,10 +149,10 @@ def _measure_rss(base_url: str, names: list[str], rows: int, work: Path) -> dict
 
 def _e2e(work: Path) -> dict:
     from llava_recap.tiny_models import build_tiny_models
+    from pipeline.cli.run import demo_config_dict
     from pipeline.config import build_pipeline_config
     from pipeline.run import run_pipeline
-    from pipeline.run_cli import demo_config_dict
-    from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
+    from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
 
     models = build_tiny_models(Path.home() / ".cache" / "vecap" / "tiny-models")
     with SampleServer(root_dir=SAMPLE_DIR) as server:
@@ -180,7 +180,7 @@ def _e2e(work: Path) -> dict:
 
 
 def _export(work: Path) -> dict:
-    from pipeline.export_json import ExportConfig, export_json, validate_json
+    from pipeline.io.export_json import ExportConfig, export_json, validate_json
     from tests.pipeline.synthetic import write_synthetic_output
 
     out = work / "synthetic"
@@ -204,7 +204,7 @@ def _export(work: Path) -> dict:
 
 def main() -> int:
     _quiet()
-    from pipeline.sample_server import SampleServer
+    from pipeline.sample.server import SampleServer
 
     with tempfile.TemporaryDirectory(prefix="vecap-bench-pipeline-") as tmp:
         work = Path(tmp)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.readers import ReaderConfig, plan_shards, read_shard  # noqa: E402
+from pipeline.io.readers import ReaderConfig, plan_shards, read_shard  # noqa: E402
 from schemas import Record, make_uid  # noqa: E402
 
 ROWS = int(os.environ.get("VECAP_BENCH_READER_ROWS", "200000"))

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.download import DownloadConfig
-from pipeline.readers import ReaderConfig
-from pipeline.writer import WriterConfig
+from pipeline.download.stage import DownloadConfig
+from pipeline.io.readers import ReaderConfig
+from pipeline.io.writer import WriterConfig
 
 STAGES: tuple[str, ...] = ("download", "caption", "ethics", "fuse")
 DEFAULT_STAGES: tuple[str, ...] = ("download", "caption", "fuse")

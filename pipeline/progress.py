@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import fsspec
 
-from pipeline.writer import shards_dir
+from pipeline.io.writer import shards_dir
 from schemas.stats import ShardStats
 
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -28,6 +28,19 @@ import apache_beam as beam
 import fsspec
 
 from pipeline.config import STAGE_NEEDS, ConfigError, PipelineConfig, config_to_dict
+from pipeline.io.readers import ReadEarlierOutput
+from pipeline.io.writer import (
+    READ_STAGE,
+    WriteShards,
+    finished_shard_ids,
+    finished_shards,
+    make_stage_clock,
+    new_clock,
+    read_stats,
+    remove_stale_temporaries,
+    shards_dir,
+    write_shard,
+)
 from pipeline.manifest import (
     finish_manifest,
     prompt_record,
@@ -35,23 +48,7 @@ from pipeline.manifest import (
     start_manifest,
     write_manifest,
 )
-from pipeline.writer import (
-    READ_STAGE,
-    WriteShards,
-    finished_shard_ids,
-    finished_shards,
-    make_stage_clock,
-    new_clock,
-    parquet_path,
-    read_shard_records,
-    read_stats,
-    remove_stale_temporaries,
-    shards_dir,
-    write_shard,
-)
-from schemas.record import Record
 from schemas.stats import ShardStats
-from schemas.status import Status
 
 # From this many shards on, the shard plan reaches the runner as a file (OUT/plan/...) instead of
 # inside the job graph: Dataflow refuses job graphs over a few MB, and 300M rows are 300k shards.
@@ -141,7 +138,7 @@ def _check_images_available(config: PipelineConfig, shards: Sequence[Any]) -> No
     """Captioning without the download stage needs inputs that carry images (img2dataset)."""
     if "caption" not in config.stages or "download" in config.stages or config.reader is None:
         return
-    from pipeline.readers import read_shard
+    from pipeline.io.readers import read_shard
 
     for shard in shards[:1]:
         for record in read_shard(shard, config.reader):
@@ -159,7 +156,7 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
     source_stages: list[str] = []
     input_shards: list[Any] | None = None
     if config.reader is not None:
-        from pipeline.readers import plan_shards
+        from pipeline.io.readers import plan_shards
 
         all_shards = plan_shards(config.reader)
         shard_rows = {s.shard_id: s.rows for s in all_shards}
@@ -218,38 +215,10 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
 # --------------------------------------------------------------------------- composition
 
 
-class ReadEarlierOutput(beam.PTransform):
-    """Pipeline root -> the records of an earlier vecap output's finished shards (``--from``)."""
-
-    def __init__(
-        self, source: str, shard_ids: Sequence[int], retry_statuses: Sequence[str] = ()
-    ) -> None:
-        super().__init__()
-        self._source = source
-        self._shard_ids = list(shard_ids)
-        self._retry = frozenset(retry_statuses)
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (
-            pbegin
-            | "EarlierShards" >> beam.Create(self._shard_ids)
-            | "SpreadShards" >> beam.Reshuffle()
-            | "ReadEarlierShard" >> beam.FlatMap(read_earlier_shard, self._source, self._retry)
-        )
-
-
-def read_earlier_shard(shard_id: int, source: str, retry: frozenset[str]) -> Iterator[Record]:
-    """One finished shard of an earlier output; rows with a ``retry`` status become ok again."""
-    for record in read_shard_records(parquet_path(source, shard_id)):
-        if record.status in retry:
-            record = record.replace(status=Status.OK.value, error=None)
-        yield record
-
-
 def stage_transform(stage: str, config: PipelineConfig) -> beam.PTransform:
     """The PTransform of one stage; heavy stage modules are imported only when they run."""
     if stage == "download":
-        from pipeline.download import DownloadStage
+        from pipeline.download.stage import DownloadStage
 
         return DownloadStage(config.download)
     if stage == "caption":
@@ -280,7 +249,7 @@ def build_pipeline(
     """
     clock = new_clock()
     if config.reader is not None:
-        from pipeline.readers import ReadInput, write_plan_file
+        from pipeline.io.readers import ReadInput, write_plan_file
 
         shards = plan.input_shards
         if shards is not None and len(shards) >= PLAN_FILE_MIN_SHARDS:
@@ -350,7 +319,7 @@ def writer_counters(result: Any) -> dict[str, int]:
     does not report metrics."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    from pipeline.writer import METRICS_NAMESPACE
+    from pipeline.io.writer import METRICS_NAMESPACE
 
     try:
         found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
@@ -476,7 +445,6 @@ def run_pipeline(
 
 
 __all__ = [
-    "ReadEarlierOutput",
     "RunFailed",
     "RunPlan",
     "RunResult",

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 
-from pipeline.generation_vllm import cpu_offline_env
+from pipeline.generation.vllm_backend import cpu_offline_env
 
 
 def configure_vllm_for_tests(prefix: str) -> None:

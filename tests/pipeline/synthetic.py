@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.writer import parquet_path, shard_stats, shards_dir, stats_path
+from pipeline.io.writer import parquet_path, shard_stats, shards_dir, stats_path
 from schemas import RECORD_SCHEMA, Record, make_uid
 from schemas.stats import ShardStats
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.cli import build_parser
+from pipeline.cli.run import config_dict_from_args
 from pipeline.config import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_SHARD_SIZE,
@@ -12,11 +13,10 @@ from pipeline.config import (
     build_pipeline_config,
     load_config_file,
 )
-from pipeline.run_cli import config_dict_from_args
 
 
 def _args(argv):
-    parser = build_parser(("pipeline.run_cli",))
+    parser = build_parser(("pipeline.cli.run",))
     args, extra = parser.parse_known_args(argv)
     return args, extra
 

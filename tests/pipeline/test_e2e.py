@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import build_pipeline_config
-from pipeline.export_json import ExportConfig, export_json, validate_json
+from pipeline.io.export_json import ExportConfig, export_json, validate_json
+from pipeline.io.writer import finished_shards
 from pipeline.run import run_pipeline
-from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
-from pipeline.writer import finished_shards
+from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
 from tests.pipeline.test_run import rows_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,9 +167,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert f"{len(partial)} already finished" in resumed.stderr
         # the uninterrupted reference: the same command line, run in-process
         from pipeline.cli import build_parser
-        from pipeline.run_cli import config_dict_from_args
+        from pipeline.cli.run import config_dict_from_args
 
-        args, extra = build_parser(("pipeline.run_cli",)).parse_known_args(argv[3:])
+        args, extra = build_parser(("pipeline.cli.run",)).parse_known_args(argv[3:])
         data = config_dict_from_args(args, extra)
         data["output"] = str(tmp_path / "clean")
         run_pipeline(build_pipeline_config(data), stream=io.StringIO())

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import ConfigError, build_pipeline_config
+from pipeline.io.writer import finished_shards, parquet_path, read_shard_records, stats_path
 from pipeline.manifest import read_manifest
 from pipeline.run import plan_run, run_pipeline
-from pipeline.sample_server import SAMPLE_DIR, SampleServer, sample_input_table
-from pipeline.writer import finished_shards, parquet_path, read_shard_records, stats_path
+from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
 from schemas import Record
 
 
@@ -93,7 +93,7 @@ def test_download_only_run_resume_and_manifest(sample_table, tmp_path):
     assert manifest["versions"]["apache-beam"] and len(manifest["runs"]) == 1
     # every shard was written by the bounded fused path, none needed the regroup shuffle
     assert manifest["runs"][0]["shards_fused"] == len(done)
-    from pipeline.stats_summary import format_stats, output_stats
+    from pipeline.io.stats_summary import format_stats, output_stats
 
     assert f"shards finished: {len(done)} of {len(done)} planned" in format_stats(output_stats(out))
     assert not manifest["runs"][0].get("rows_regrouped")
@@ -215,7 +215,7 @@ def test_manifest_records_models_and_prompts(sample_table, tmp_path):
 
 
 def test_ethics_stage_with_a_blocklist_flags_and_export_excludes(sample_table, tmp_path):
-    from pipeline.export_json import ExportConfig, export_json
+    from pipeline.io.export_json import ExportConfig, export_json
 
     out = str(tmp_path / "o")
     rows = list(csv.DictReader(open(sample_table, encoding="utf-8")))  # noqa: SIM115

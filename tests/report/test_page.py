@@ -114,7 +114,7 @@ def test_manifest_rendering_is_generic_and_highlights_models_and_prompts() -> No
 
 
 def test_cli_writes_report_and_prints_path(output, tmp_path: Path, capsys) -> None:
-    parser = build_parser(("pipeline.report_cli",))
+    parser = build_parser(("pipeline.cli.report",))
     dest = tmp_path / "report.html"
     args = parser.parse_args(
         ["report", str(output.root), "--out", str(dest), "--sample", "3", "--seed", "9"]

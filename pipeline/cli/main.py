@@ -1,0 +1,56 @@
+"""The `vecap` command line: one subcommand per job, each registered by the module that owns it.
+
+Library code never sees the argparse namespace: each command's ``func`` builds its frozen
+config dataclasses from the arguments and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that own subcommands. Each exposes ``register(subparsers)`` and keeps heavy imports
+# (torch, transformers, beam) inside the command functions so `vecap --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipeline.cli.run",  # vecap run, vecap demo, vecap serve-sample
+    "pipeline.cli.export",  # vecap export-json, vecap validate-json, vecap stats
+    "pipeline.cli.report",  # vecap report
+    "pipeline.cli.inspect_input",  # vecap inspect-input
+    "llava_recap.cli",  # vecap make-tiny-models, vecap caption
+    "llm_fusion.cli",  # vecap fuse-preview
+    "clip_trainer.cli",  # vecap train, vecap eval
+)
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vecap",
+        description="Recaption image/alt-text data with LLaVA visual captions fused into VeCs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # Commands that run a Beam pipeline (set_defaults(accepts_beam_args=True)) receive the
+    # arguments they do not define as Beam pipeline options; every other command refuses them.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""`vecap run`, `vecap demo`, `vecap serve-sample`.
+
+Flags build a nested dict merged over the config file (flags win), then the frozen configs.
+Arguments vecap does not define are Beam pipeline options, passed through unchanged
+(``--runner DataflowRunner --project P ...``, ``--direct_running_mode=multi_processing``);
+they may also follow a ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# flag dest -> dotted config paths it sets (several for flags shared by the model stages)
+_FLAG_PATHS: dict[str, tuple[str, ...]] = {
+    "output": ("output",),
+    "source": ("from",),
+    "retry": ("retry",),
+    "local_wave_shards": ("local_wave_shards",),
+    "overwrite": ("overwrite",),
+    "progress": ("progress",),
+    "input_format": ("reader.input_format",),
+    "url_column": ("reader.url_column",),
+    "caption_column": ("reader.caption_column",),
+    "shard_size": ("reader.shard_size",),
+    "threads": ("download.threads",),
+    "image_size": ("download.image_size",),
+    "resize_mode": ("download.resize_mode",),
+    "allow_private_networks": ("download.allow_private_networks",),
+    "user_agent_token": ("download.user_agent_token",),
+    "caption_model": ("caption.generation.model",),
+    "caption_prompt": ("caption.prompt_id",),
+    "caption_batch_size": ("caption.generation.batch_size",),
+    "fusion_model": ("fusion.generation.model",),
+    "fusion_prompt": ("fusion.prompt_id",),
+    "fusion_batch_size": ("fusion.generation.batch_size",),
+    "fallback": ("fusion.fallback",),
+    "ethics_model": ("ethics.generation.model",),
+    "ethics_policy": ("ethics.policy",),
+    "ethics_blocklist_file": ("ethics.blocklist_file",),
+    "backend": ("caption.generation.backend", "fusion.generation.backend"),
+    "device": ("caption.generation.device", "fusion.generation.device"),
+    "dtype": ("caption.generation.dtype", "fusion.generation.dtype"),
+    "max_new_tokens": ("caption.generation.max_new_tokens", "fusion.generation.max_new_tokens"),
+    "keep_images": ("writer.keep_images",),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the pipeline: read -> download -> caption -> (ethics) -> fuse -> write",
+        description=(
+            "Recaption an input table (or continue an earlier output with --from). Flags override "
+            "the --config file; unknown flags are Beam pipeline options (e.g. --runner "
+            "DataflowRunner --project P --region R --temp_location gs://..., or "
+            "--direct_running_mode=multi_processing --direct_num_workers=2). A rerun skips "
+            "finished shards."
+        ),
+        allow_abbrev=False,
+    )
+    add_run_arguments(run)
+    run.set_defaults(func=_run, accepts_beam_args=True)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline on the bundled sample, with tiny offline models",
+        description=(
+            "Serve the bundled sample photos on a loopback server, build the tiny models, run "
+            "download -> caption -> fuse -> write, export the release JSON and print the stats. "
+            "Tiny models write gibberish: this shows the machinery, not caption quality."
+        ),
+        allow_abbrev=False,
+    )
+    demo.add_argument("--output", default="demo-out", help="output directory (default demo-out)")
+    demo.add_argument(
+        "--models-dir",
+        default=os.path.join(os.path.expanduser("~"), ".cache", "vecap", "tiny-models"),
+        help="where the tiny models are built once and reused",
+    )
+    demo.add_argument("--shard-size", type=int, default=8, help="rows per shard (default 8)")
+    demo.add_argument("--splits", type=int, default=4, help="release JSON files (default 4)")
+    demo.set_defaults(func=_demo, accepts_beam_args=True)
+
+    serve = subparsers.add_parser(
+        "serve-sample",
+        help="serve the bundled sample photos (or a directory) on a loopback HTTP server",
+    )
+    serve.add_argument(
+        "--root", default=None, help="directory to serve (default: the bundled sample)"
+    )
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument(
+        "--write-table",
+        default=None,
+        metavar="PATH",
+        help="also write the sample's absolute-URL url,caption CSV here",
+    )
+    serve.set_defaults(func=_serve_sample)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """`vecap run`'s flags. Every default is None so that only flags the user gave override the
+    config file; the real defaults live in the config dataclasses (see pipeline.config)."""
+    B = argparse.BooleanOptionalAction  # noqa: N806
+    io = p.add_argument_group("input and output")
+    io.add_argument("--config", default=None, metavar="FILE", help="YAML or TOML config file")
+    io.add_argument(
+        "--input",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="input file, glob or directory; repeatable",
+    )
+    io.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="OUT",
+        help="continue an earlier vecap output instead of an input",
+    )
+    io.add_argument(
+        "--output",
+        default=None,
+        metavar="OUT",
+        help="output directory or fsspec URL (gs://, s3://)",
+    )
+    io.add_argument(
+        "--stages", default=None,
+        help="comma-separated, in order: download,caption,ethics,fuse (default download,caption,fuse)",
+    )  # fmt: skip
+    io.add_argument(
+        "--retry", default=None, metavar="STATUS,STATUS",
+        help="with --from: rows with these statuses go through the stages again (e.g. caption_failed)",
+    )  # fmt: skip
+    io.add_argument(
+        "--overwrite",
+        action=B,
+        default=None,
+        help="redo every shard (default: skip finished shards)",
+    )
+    io.add_argument(
+        "--progress", action=B, default=None, help="progress bar and summary (default on)"
+    )
+    io.add_argument(
+        "--keep-images", action=B, default=None, help="store image bytes in the shards (default on)"
+    )
+    io.add_argument(
+        "--local-wave-shards", type=int, default=None,
+        help="local runner: shards per pipeline run, per worker (default 2); bounds memory",
+    )  # fmt: skip
+    rd = p.add_argument_group("reading")
+    rd.add_argument(
+        "--input-format",
+        default=None,
+        help="parquet|jsonl|json|csv|tsv|img2dataset|webdataset (default: by extension)",
+    )
+    rd.add_argument("--url-column", default=None, help="column of image URLs (default url)")
+    rd.add_argument("--caption-column", default=None, help="column of AltTexts (default caption)")
+    rd.add_argument(
+        "--extra-columns", default=None, metavar="COL,COL", help="input columns to keep in 'extra'"
+    )
+    rd.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="rows per shard: the unit of work and resume (default 1000)",
+    )
+    dl = p.add_argument_group("download")
+    dl.add_argument(
+        "--threads", type=int, default=None, help="download threads per worker (default 32)"
+    )
+    dl.add_argument("--image-size", type=int, default=None, help="resize target (default 336)")
+    dl.add_argument(
+        "--resize-mode", default=None, help="no|keep_ratio|center_crop|border (default keep_ratio)"
+    )
+    dl.add_argument(
+        "--allow-private-networks",
+        action=B,
+        default=None,
+        help="allow private/loopback hosts (tests, demo)",
+    )
+    dl.add_argument(
+        "--user-agent-token", default=None, help="token in the User-Agent (default vecapbot)"
+    )
+    md = p.add_argument_group("models")
+    md.add_argument(
+        "--caption-model",
+        default=None,
+        help="LLaVA checkpoint (hub id or dir; default llava-hf/llava-1.5-7b-hf)",
+    )
+    md.add_argument("--caption-prompt", default=None, help="captioning prompt id")
+    md.add_argument("--caption-batch-size", type=int, default=None, help="images per generate call")
+    md.add_argument(
+        "--fusion-model",
+        default=None,
+        help="fusion LLM (hub id or dir; default lmsys/vicuna-7b-v1.5)",
+    )
+    md.add_argument("--fusion-prompt", default=None, help="fusion prompt id")
+    md.add_argument("--fusion-batch-size", type=int, default=None, help="rows per generate call")
+    md.add_argument("--fallback", default=None, help="caption when fusion fails: visual|alt|none")
+    md.add_argument(
+        "--ethics-model", default=None, help="ethics-check LLM (default: the fusion model)"
+    )
+    md.add_argument("--ethics-policy", default=None, help="flagged rows: fuse|keep_unfused|exclude")
+    md.add_argument(
+        "--ethics-blocklist-file", default=None, help="terms that flag a row, one per line"
+    )
+    md.add_argument("--backend", default=None, help="transformers|vllm for every model stage")
+    md.add_argument("--device", default=None, help="auto|cpu|cuda|cuda:N (transformers backend)")
+    md.add_argument("--dtype", default=None, help="auto|float32|float16|bfloat16")
+    md.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any config field by its dotted path, e.g. --set download.retries=4 "
+        "--set caption.generation.max_batch_duration_secs=5 (value parsed as YAML)",
+    )  # fmt: skip
+
+
+def config_dict_from_args(args: argparse.Namespace, extra_beam_args: list[str]) -> dict[str, Any]:
+    """defaults <- config file <- flags, as one nested dict."""
+    import yaml
+
+    from pipeline.config import ConfigError, deep_merge, load_config_file, set_path
+
+    base: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    flags: dict[str, Any] = {}
+    if args.input:
+        flags["input"] = args.input[0] if len(args.input) == 1 else list(args.input)
+    if args.stages is not None:
+        flags["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if args.extra_columns is not None:
+        set_path(
+            flags,
+            "reader.extra_columns",
+            [c.strip() for c in args.extra_columns.split(",") if c.strip()],
+        )
+    for dest, paths in _FLAG_PATHS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "caption_column" and value == "":
+            value = None  # inputs without alt-text
+        for path in paths:
+            set_path(flags, path, value)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        set_path(flags, key.strip(), yaml.safe_load(raw))
+    beam_args = [a for a in extra_beam_args if a != "--"]
+    if beam_args:
+        flags["beam_args"] = list(base.get("beam_args") or []) + beam_args
+    return deep_merge(base, flags)
+
+
+def _check_beam_args(beam_args: list[str]) -> None:
+    """Refuse arguments neither vecap nor Beam knows (a typo must not vanish into a warning)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.config import ConfigError
+
+    if not beam_args:
+        return
+    options = PipelineOptions(beam_args)
+    # Beam keeps unparseable flags only when asked to: the difference is what it would discard
+    known = options.get_all_options(retain_unknown_options=False)
+    retained = options.get_all_options(retain_unknown_options=True)
+    unknown = sorted(f"--{name}" for name in set(retained) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {unknown}: neither vecap run nor a Beam pipeline option"
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import ConfigError, build_pipeline_config
+    from pipeline.run import RunFailed, run_pipeline
+
+    try:
+        data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
+        _check_beam_args(list(data.get("beam_args") or []))
+        config = build_pipeline_config(data)
+    except ConfigError as e:
+        print(f"vecap run: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run_pipeline(config)
+    except ConfigError as e:
+        print(f"vecap run: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"vecap run: FAILED: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a stage or the runner failed: say so, keep the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"vecap run: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        print("finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        return 1
+    print(
+        f"{result.status}: {len(result.written)} shards, {result.rows_written} rows -> {result.output}"
+    )
+    return 0
+
+
+def demo_config_dict(input_table: str, output: str, models: Any, shard_size: int) -> dict[str, Any]:
+    """The demo's config: the bundled sample over loopback, the tiny models on CPU."""
+    return {
+        "input": input_table,
+        "output": output,
+        "overwrite": True,
+        "stages": ["download", "caption", "fuse"],
+        # a few dozen rows: one pipeline, the tiny models loaded once
+        "local_wave_shards": 64,
+        "reader": {"shard_size": shard_size},
+        # the sample server is on loopback, which the download guard refuses by default
+        "download": {"allow_private_networks": True, "threads": 8, "retries": 0},
+        "caption": {
+            "generation": {
+                "model": str(models.llava),
+                "device": "cpu",
+                "max_new_tokens": 24,
+                "batch_size": 8,
+            }
+        },
+        "fusion": {
+            "generation": {
+                "model": str(models.llm),
+                "device": "cpu",
+                "max_new_tokens": 24,
+                "batch_size": 8,
+            }
+        },
+    }
+
+
+def _quiet_libraries() -> None:
+    """The demo prints its own progress and summary: silence library chatter (Beam's root-logger
+    warnings, transformers' weight-loading bars) in this process; errors still show."""
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # transformers is a dependency; nothing to quiet without it
+        pass
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from llava_recap.tiny_models import build_tiny_models
+    from pipeline.config import ConfigError, build_pipeline_config, deep_merge
+    from pipeline.io.export_json import ExportConfig, export_json, validate_json
+    from pipeline.io.stats_summary import format_stats, output_stats
+    from pipeline.run import run_pipeline
+    from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
+
+    try:
+        _check_beam_args([a for a in (getattr(args, "extra_args", None) or []) if a != "--"])
+    except ConfigError as e:
+        print(f"vecap demo: {e}", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    out = args.output
+    _quiet_libraries()
+    print(f"building the tiny offline models in {args.models_dir} (once) ...", file=sys.stderr)
+    models = build_tiny_models(args.models_dir)
+    with SampleServer(root_dir=SAMPLE_DIR) as server:  # the bundled sample, on 127.0.0.1
+        table = sample_input_table(server.base_url, Path(out) / "input" / "sample.csv")
+        data = demo_config_dict(str(table), out, models, args.shard_size)
+        beam_args = [a for a in (getattr(args, "extra_args", None) or []) if a != "--"]
+        if beam_args:
+            data = deep_merge(data, {"beam_args": beam_args})
+        result = run_pipeline(build_pipeline_config(data))
+    export = export_json(ExportConfig(source=out, splits=args.splits, name="vecap_demo"))
+    validation = validate_json(export.files)
+    print()
+    print(format_stats(output_stats(out)))
+    print()
+    print(
+        f"release JSON: {export.entries} URL -> caption entries in {len(export.files)} files under "
+        f"{out}/release ({'valid' if validation.ok else 'INVALID: ' + '; '.join(validation.errors)})"
+    )
+    # --- the HTML report (what `vecap report OUT` writes) ------------------------------------
+    from pipeline.report import ReportConfig, build_report
+
+    page = build_report(ReportConfig(output_dir=out))
+    print(f"report: {page.path} (open it in a browser)")
+    # -------------------------------------------------------------------------------------------
+    print(f"demo done in {time.time() - t0:.1f} s: {result.rows_written} rows in {out}/shards")
+    print("note: the tiny models write gibberish; see README 'Real models' for real captions.")
+    return 0 if validation.ok and result.status == "succeeded" else 1
+
+
+def _serve_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
+
+    with SampleServer(root_dir=args.root or SAMPLE_DIR, port=args.port) as server:
+        print(f"serving {args.root or SAMPLE_DIR} at {server.base_url} (Ctrl-C stops)", flush=True)
+        if args.write_table:
+            print(f"wrote {sample_input_table(server.base_url, args.write_table)}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,1 @@
+"""The download stage: fetch (address guard, HTTP client), image processing, the Beam stage."""

@@ -1,0 +1,107 @@
+"""The generation layer's config and interface: one :class:`GenerationConfig` for both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # keep `import pipeline.generation` free of torch/transformers
+    from PIL import Image
+
+BACKENDS = ("transformers", "vllm")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to load a model and decode with it; the same for captioning and fusion.
+
+    ``batch_size``/``min_batch_size``/``max_batch_duration_secs`` feed Beam's
+    ``batch_elements_kwargs`` (how many rows one ``generate`` call sees).
+    """
+
+    model: str  # hub id (llava-hf/llava-1.5-7b-hf) or a local directory
+    backend: str = "transformers"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (transformers backend)
+    dtype: str = "auto"  # auto: bfloat16 on CUDA when supported, else float32
+    max_new_tokens: int = 77
+    do_sample: bool = False  # greedy by default: deterministic, as VeCLIP
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    batch_size: int = 16  # max rows per generate call
+    # None: the same as batch_size, so every generate call (bar a bundle's tail) is a full batch
+    # that keeps a GPU busy. Lower it to let Beam's adaptive batching start small and grow.
+    min_batch_size: int | None = None
+    max_batch_duration_secs: float | None = None
+    trust_remote_code: bool = False
+    # vLLM only
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.model or not isinstance(self.model, str):
+            raise ValueError("model must be a hub id or a local directory")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 (use do_sample=False for greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.min_batch_size is not None and not 1 <= self.min_batch_size <= self.batch_size:
+            raise ValueError("need 1 <= min_batch_size <= batch_size")
+        if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
+            raise ValueError("max_batch_duration_secs must be > 0 when set")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be >= 1 when set")
+        if self.tensor_parallel_size < 1:
+            raise ValueError("tensor_parallel_size must be >= 1")
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for Beam's ``BatchElements`` (via ``ModelHandler.batch_elements_kwargs``)."""
+        kwargs: dict[str, Any] = {
+            "min_batch_size": self.batch_size
+            if self.min_batch_size is None
+            else self.min_batch_size,
+            "max_batch_size": self.batch_size,
+        }
+        if self.max_batch_duration_secs is not None:
+            kwargs["max_batch_duration_secs"] = self.max_batch_duration_secs
+        return kwargs
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A loaded model that turns fully rendered prompts (and images) into completions."""
+
+    config: GenerationConfig
+    multimodal: bool
+
+    @property
+    def processor(self) -> Any:
+        """The HF processor (multimodal) or tokenizer (text), for :func:`render_chat`."""
+
+    def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
+        """One completion per prompt (only the new text), in input order."""
+
+
+def check_aligned(prompts: Sequence[str], images: Sequence[Any] | None) -> None:
+    """Fail loudly on misaligned inputs rather than caption the wrong image."""
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+
+
+__all__ = ["BACKENDS", "DTYPES", "GenerationConfig", "Generator", "check_aligned"]

@@ -1,0 +1,107 @@
+"""The transformers backend of the generation layer: batched, left-padded ``generate``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline.generation.config import GenerationConfig, check_aligned
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
+    import torch
+
+    if dtype == "auto":
+        # bf16 halves memory and is what LLaVA/Llama checkpoints ship in; CPU keeps fp32 for
+        # speed and exactness (tests compare backends token for token)
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+class TransformersGenerator:
+    """A model loaded once with ``from_pretrained``; :meth:`generate` runs one batched call."""
+
+    def __init__(self, config: GenerationConfig, *, multimodal: bool) -> None:
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        self.config = config
+        self.multimodal = multimodal
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        common = {"trust_remote_code": config.trust_remote_code}
+        if multimodal:
+            self._processor = AutoProcessor.from_pretrained(config.model, **common)
+            tokenizer = self._processor.tokenizer
+            model_cls = AutoModelForImageTextToText
+        else:
+            self._processor = AutoTokenizer.from_pretrained(config.model, **common)
+            tokenizer = self._processor
+            model_cls = AutoModelForCausalLM
+        # decoder-only batching: pad on the left so every row's next token is at position -1
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.model = model_cls.from_pretrained(config.model, dtype=self.dtype, **common)
+        self.model.to(self.device).eval()
+
+    @property
+    def processor(self) -> Any:
+        return self._processor
+
+    def _encode(self, prompts: list[str], images: list[Image.Image] | None):
+        if self.multimodal:
+            if images is None:
+                return self._processor(text=prompts, return_tensors="pt", padding=True)
+            return self._processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        if images is not None:
+            raise ValueError("this model was loaded as text-only; images were given")
+        # the rendered prompt already holds any template text; special tokens (BOS) as the
+        # tokenizer's post-processor defines them, like a single-prompt call would
+        return self._processor(prompts, return_tensors="pt", padding=True)
+
+    def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
+        import torch
+
+        check_aligned(prompts, images)
+        if not prompts:
+            return []
+        cfg = self.config
+        inputs = self._encode(list(prompts), images).to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": cfg.max_new_tokens,
+            "do_sample": cfg.do_sample,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if cfg.do_sample:
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
+            if cfg.seed is not None:
+                torch.manual_seed(cfg.seed)  # same batch, same seed -> same samples
+        else:  # silence the checkpoint's sampling defaults under greedy
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+__all__ = ["TransformersGenerator", "resolve_device", "resolve_dtype"]

@@ -1,0 +1,1 @@
+"""Inputs and outputs: input files and formats, the shard plan, readers, the shard writer, the release export."""
