@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.config import GenerationConfig, check_aligned
@@ -31,7 +32,12 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
 
 
 class TransformersGenerator:
-    """A model loaded once with ``from_pretrained``; :meth:`generate` runs one batched call."""
+    """A model loaded once with ``from_pretrained``; :meth:`generate` runs one batched call.
+
+    Calls are serialised by a lock: Beam's shared-model server answers each SDK process on its
+    own thread, and one model (its tokenizer's padding state, the GPU's memory) serves one
+    batch at a time.
+    """
 
     def __init__(self, config: GenerationConfig, *, multimodal: bool) -> None:
         from transformers import (
@@ -43,6 +49,7 @@ class TransformersGenerator:
 
         self.config = config
         self.multimodal = multimodal
+        self._lock = threading.Lock()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         common = {"trust_remote_code": config.trust_remote_code}
@@ -78,13 +85,17 @@ class TransformersGenerator:
         return self._processor(prompts, return_tensors="pt", padding=True)
 
     def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
-        import torch
-
         check_aligned(prompts, images)
         if not prompts:
             return []
+        with self._lock:  # one batch at a time in this model, whoever calls
+            return self._generate(list(prompts), images)
+
+    def _generate(self, prompts: list[str], images: list[Image.Image] | None) -> list[str]:
+        import torch
+
         cfg = self.config
-        inputs = self._encode(list(prompts), images).to(self.device)
+        inputs = self._encode(prompts, images).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         kwargs: dict[str, Any] = {

