@@ -164,6 +164,13 @@ class TimedGenerator:
             f.write(f"{len(prompts)} {time.perf_counter() - start}\n")
         return out
 
+    def resolve_chat_template(self, choice):
+        return self.inner.resolve_chat_template(choice)
+
+    def chat(self, user_texts, *, system=None, chat_template=None):
+        kwargs = {} if chat_template is None else {"chat_template": chat_template}
+        return self.generate(self.inner.render_prompts(user_texts, system=system, **kwargs))
+
 
 class TimedLoader:
     def __init__(self, log_path: str) -> None:
@@ -202,6 +209,9 @@ class CountingGenerator:
     def generate(self, prompts, images=None):
         return ["A caption."] * len(prompts)
 
+    def chat(self, user_texts, **_):
+        return self.generate(user_texts)
+
 
 def load_counting(config):
     return CountingGenerator(config)
@@ -237,7 +247,7 @@ def main() -> None:
     # raw: the same prompts the stage renders, generated in batches
     stage = FusionStage(config)
     generator = load_generator(gen, multimodal=False)
-    prompts = [stage.handler.render(generator, r) for r in records]
+    prompts = generator.render_prompts([stage.rules.user_text(r) for r in records])
     generator.generate(prompts[: args.batch_size])  # warm-up
 
     log = tmp / "generate.log"
@@ -279,7 +289,7 @@ def main() -> None:
     for _ in range(10):
         for record, raw in zip(records, raw_outputs, strict=True):
             rules.plan(record)
-            stage.handler.render(generator, record)
+            generator.render_prompts([rules.user_text(record)])
             rules.apply_output(record, raw, "m")
     cpu_us = (time.perf_counter() - start) / (10 * len(records)) * 1e6
     generate_us = 1e6 / raw_rate

@@ -79,6 +79,9 @@ class InstantGenerator:
     def generate(self, prompts: list[str], images=None) -> list[str]:
         return ["A small photo of a quiet street with a red door and green plants."] * len(prompts)
 
+    def chat(self, user_texts: list[str], **_) -> list[str]:
+        return self.generate(user_texts)
+
 
 def _instant_stages(cfg) -> dict:
     from llava_recap.stage import CaptionStage

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from llm_fusion.clip_tokens import CLIP_CONTEXT_LENGTH, CLIP_SPECIAL_TOKENS
 from llm_fusion.prompts import BUILTIN_PROMPTS, DEFAULT_PROMPT_ID
 from pipeline.generation import GenerationConfig
+from pipeline.generation.templates import validate_chat_template_value
 
 FALLBACKS = ("visual", "alt", "none")
 ETHICS_POLICIES = ("fuse", "keep_unfused", "exclude")
@@ -43,10 +44,14 @@ class FusionConfig:
     share_model_across_processes: bool = False
     # Retry a failed batch row by row, so one bad row does not send its batch to the fallback.
     isolate_failed_batches: bool = True
+    # auto | a family (vicuna_v1.1, llama-2, mistral, llama-3, chatml, qwen2.5) | raw | FILE:
+    # auto uses the tokenizer's template, else its family's (pipeline.generation.templates)
+    chat_template: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):
             raise TypeError("generation must be a pipeline.generation.GenerationConfig")
+        validate_chat_template_value(self.chat_template)
         if self.fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
         if self.prompt_file is None and self.prompt_id not in BUILTIN_PROMPTS:
@@ -90,9 +95,12 @@ class EthicsConfig:
     max_text_chars: int = 1000
     share_model_across_processes: bool = False
     isolate_failed_batches: bool = True
+    chat_template: str = "auto"  # as FusionConfig.chat_template
 
     def __post_init__(self) -> None:
         from llm_fusion.ethics_prompts import ETHICS_PROMPTS
+
+        validate_chat_template_value(self.chat_template)
 
         if self.policy not in ETHICS_POLICIES:
             raise ValueError(f"policy must be one of {ETHICS_POLICIES}, got {self.policy!r}")

@@ -31,6 +31,7 @@ from llm_fusion.ethics_prompts import ETHICS_PROMPTS, parse_yes_no
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, SOURCE_VISUAL
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
 from llm_fusion.prompts import FusionPrompt
+from pipeline.generation.templates import chat_template_choice
 from schemas import Record, Status
 
 _LOG = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ class EthicsCheckStage(beam.PTransform):
                 share_model_across_processes=config.share_model_across_processes,
                 generator_loader=generator_loader,
                 isolate_failed_batches=config.isolate_failed_batches,
+                chat_template=chat_template_choice(config.chat_template),
             )
             if self.rules is not None and config.generation is not None
             else None

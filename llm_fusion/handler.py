@@ -2,9 +2,12 @@
 
 Examples are whole :class:`~schemas.Record` objects (keyed by uid through Beam's
 ``KeyedModelHandler``), so the answer comes back attached to its row without a join. The handler
-renders each record's user text through the model's chat template (or the raw template of a
-plain causal LM) and runs one batched ``generate`` per Beam batch on the shared generation
-layer; either backend, same batching controls as the captioner.
+sends each record's *user text* to the generator's ``chat`` method, which renders it through the
+model's chat template (or the configured fallback, see ``pipeline.generation.templates``) in the
+model's own process and runs one batched ``generate`` per Beam batch; either backend, same
+batching controls as the captioner. Rendering must happen there: with
+``share_model_across_processes`` the handler holds Beam's cross-process proxy, through which an
+attribute such as the tokenizer arrives as a bound remote method without its template.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from llm_fusion.errors import describe_error
-from pipeline.generation import GenerationConfig, Generator, load_generator, render_chat
+from pipeline.generation import (
+    AUTO,
+    ChatTemplateChoice,
+    GenerationConfig,
+    Generator,
+    load_generator,
+)
 from schemas import Record
 
 _LOG = logging.getLogger(__name__)
 
-# Plain causal LMs (no chat template) get the user text as is: vecap's prompts end with an
-# answer cue ("Caption:", "Answer:") that a base model continues.
+# ``chat_template: raw`` sends the user text as is, for plain causal LMs: vecap's prompts end
+# with an answer cue ("Caption:", "Answer:") that a base model continues.
 RAW_TEMPLATE = "{user}"
 
 UserTextFn = Callable[[Record], str]
@@ -54,9 +63,13 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         share_model_across_processes: bool = False,
         generator_loader: GeneratorLoader = load_text_generator,
         isolate_failed_batches: bool = True,
+        chat_template: ChatTemplateChoice = AUTO,
+        system: str | None = None,
     ) -> None:
         super().__init__()
         self._isolate = isolate_failed_batches
+        self._chat_template = chat_template
+        self._system = system
         self._generation = generation
         self._user_text = user_text
         self._metrics_namespace = metrics_namespace
@@ -64,12 +77,12 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         self._loader = generator_loader
 
     def load_model(self) -> Generator:
-        return self._loader(self._generation)
-
-    def render(self, model: Generator, record: Record) -> str:
-        return render_chat(
-            model.processor, self._user_text(record), image=False, fallback_template=RAW_TEMPLATE
-        )
+        generator = self._loader(self._generation)
+        # fail at load, before any row, when the model has no usable template
+        resolve = getattr(generator, "resolve_chat_template", None)
+        if resolve is not None:
+            resolve(self._chat_template)
+        return generator
 
     def run_inference(
         self,
@@ -94,7 +107,11 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         ]
 
     def _generate(self, model: Generator, batch: Sequence[Record]) -> list[str]:
-        outputs = model.generate([self.render(model, record) for record in batch])
+        outputs = model.chat(
+            [self._user_text(record) for record in batch],
+            system=self._system,
+            chat_template=self._chat_template,
+        )
         if len(outputs) != len(batch):  # never attach a completion to the wrong row
             raise RuntimeError(
                 f"generator returned {len(outputs)} outputs for {len(batch)} prompts"

@@ -20,6 +20,7 @@ from llm_fusion.config import FusionConfig
 from llm_fusion.errors import describe_error, internal_error_record
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, FusionRules
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
+from pipeline.generation.templates import chat_template_choice
 from schemas import Record
 
 _LOG = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class FusionStage(beam.PTransform):
             share_model_across_processes=config.share_model_across_processes,
             generator_loader=generator_loader,
             isolate_failed_batches=config.isolate_failed_batches,
+            chat_template=chat_template_choice(config.chat_template),
         )
 
     @property

@@ -325,6 +325,11 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
             )
         elif not (section.get("blocklist") or section.get("blocklist_file")):
             section["generation"] = fusion_section["generation"]
+        gen = section.get("generation") or {}
+        if gen.get("model") == fusion_section["generation"].get(
+            "model"
+        ):  # same model, same template
+            section.setdefault("chat_template", fusion_section.get("chat_template", "auto"))
         ethics = dataclass_from_dict(EthicsConfig, section, "ethics")
 
     writer_data = dict(data.get("writer") or {})

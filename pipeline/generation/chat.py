@@ -1,8 +1,28 @@
-"""Rendering one user turn into the exact prompt string a model expects (its chat template)."""
+"""Rendering user turns into the exact prompt strings a model expects (its chat template).
+
+Two entry points:
+
+- :func:`render_chat`: one user turn through a processor's or tokenizer's template (or an
+  explicit jinja ``template``), else a ``fallback_template`` format string; with neither, an
+  error — a prompt never goes out without its template silently.
+- :class:`ChatMixin`: the generators' :meth:`~ChatMixin.chat` method, which renders *inside the
+  generator's process* and then generates. Beam's cross-process model sharing hands a stage a
+  proxy that forwards method calls only (an attribute such as ``processor`` comes back as a
+  bound remote method, without a chat template), so a stage must send user texts, never read
+  the tokenizer through the proxy.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
+
+_LOG = logging.getLogger(__name__)
+
+
+class ChatTemplateError(ValueError):
+    """No usable chat template: the model has none and no fallback applies."""
 
 
 def render_chat(
@@ -11,17 +31,27 @@ def render_chat(
     *,
     image: bool,
     system: str | None = None,
-    fallback_template: str,
+    fallback_template: str | None = None,
+    template: str | None = None,
 ) -> str:
     """The prompt string for one user turn, ready for the model (generation prompt appended).
 
-    Uses the chat template of the processor or tokenizer when it has one (llava-1.5 renders
-    ``USER: <image>\\n... ASSISTANT:``, llava-next and other image-text-to-text models their own);
-    otherwise ``fallback_template.format(user=..., system=...)`` — the fallback must then carry
-    the model's image placeholder itself when ``image`` is true.
+    ``template`` (jinja) overrides the object's own chat template. Otherwise the processor's or
+    tokenizer's template is used when it has one (llava-1.5 renders ``USER: <image>\\n...
+    ASSISTANT:``, llava-next and other image-text-to-text models their own); otherwise
+    ``fallback_template.format(user=..., system=...)`` — the fallback must then carry the
+    model's image placeholder itself when ``image`` is true. With no template and no fallback
+    this raises :class:`ChatTemplateError`: sending the bare user text is a choice to make
+    explicitly (``fallback_template="{user}"``), never a silent default.
     """
-    template = _chat_template(processor_or_tokenizer)
     if template is None:
+        template = _chat_template(processor_or_tokenizer)
+    if template is None:
+        if fallback_template is None:
+            raise ChatTemplateError(
+                f"{type(processor_or_tokenizer).__name__} has no chat template and no fallback "
+                "was given; refusing to send the bare user text"
+            )
         return fallback_template.format(user=user_text, system=system or "")
     is_processor = hasattr(processor_or_tokenizer, "tokenizer")
     if image or is_processor:
@@ -40,7 +70,7 @@ def render_chat(
         )
     messages.append({"role": "user", "content": content})
     text = processor_or_tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False
+        messages, chat_template=template, add_generation_prompt=True, tokenize=False
     )
     return _without_template_bos(processor_or_tokenizer, text)
 
@@ -65,4 +95,93 @@ def _without_template_bos(processor_or_tokenizer: Any, text: str) -> str:
 def _chat_template(obj: Any) -> str | None:
     # Only the object's own template: a processor whose template sits on its text tokenizer alone
     # (older checkpoints) would render without the image placeholder, so it takes the fallback.
-    return getattr(obj, "chat_template", None) or None
+    template = getattr(obj, "chat_template", None)
+    return template if isinstance(template, str) and template else None
+
+
+@dataclass(frozen=True)
+class ChatTemplateChoice:
+    """Which chat template a text model's prompts use (``fusion.chat_template``).
+
+    ``name``: ``auto`` (the tokenizer's own template, else the fallback of the model's family,
+    else an error), a family name from :data:`pipeline.generation.templates.FAMILIES`, ``raw``
+    (the bare user text, for base models — only when asked for), or ``file:<path>`` with the
+    file's jinja in ``text`` (read where the config is resolved, so workers carry the text).
+    """
+
+    name: str = "auto"
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name.startswith("file:") != (self.text is not None):
+            raise ValueError("a file chat template carries its text, and only a file one does")
+
+
+AUTO = ChatTemplateChoice()
+
+
+@dataclass(frozen=True)
+class ResolvedTemplate:
+    """What a choice became for one model: ``source`` names it for logs and the manifest."""
+
+    source: str  # "tokenizer" | "fallback:<family>" | "<family>" | "raw" | "file:<path>"
+    template: str | None  # jinja; None for raw
+
+
+class ChatMixin:
+    """``chat``/``render_prompts`` for a generator that has ``processor``, ``config`` and
+    ``generate``; everything runs in the generator's own process."""
+
+    _resolved_templates: dict[ChatTemplateChoice, ResolvedTemplate]
+
+    def resolve_chat_template(self, choice: ChatTemplateChoice = AUTO) -> ResolvedTemplate:
+        """The template ``choice`` gives for this model (cached); raises ChatTemplateError."""
+        from pipeline.generation.templates import resolve_template
+
+        cache = self.__dict__.setdefault("_resolved_templates", {})
+        if choice not in cache:
+            resolved = resolve_template(
+                choice, self.processor, self.config.model, self.config.trust_remote_code
+            )
+            _LOG.info("%s: chat template %s", self.config.model, resolved.source)
+            cache[choice] = resolved
+        return cache[choice]
+
+    def render_prompts(
+        self,
+        user_texts: list[str],
+        *,
+        system: str | None = None,
+        chat_template: ChatTemplateChoice = AUTO,
+    ) -> list[str]:
+        """Each user text as the full prompt this (text) model expects."""
+        resolved = self.resolve_chat_template(chat_template)
+        if resolved.template is None:  # raw, asked for explicitly
+            if system:
+                raise ChatTemplateError("the raw chat template has no place for a system text")
+            return list(user_texts)
+        return [
+            render_chat(self.processor, u, image=False, system=system, template=resolved.template)
+            for u in user_texts
+        ]
+
+    def chat(
+        self,
+        user_texts: list[str],
+        *,
+        system: str | None = None,
+        chat_template: ChatTemplateChoice = AUTO,
+    ) -> list[str]:
+        """One completion per user text, in order: rendered here, then :meth:`generate`."""
+        prompts = self.render_prompts(user_texts, system=system, chat_template=chat_template)
+        return self.generate(prompts)  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "AUTO",
+    "ChatMixin",
+    "ChatTemplateChoice",
+    "ChatTemplateError",
+    "ResolvedTemplate",
+    "render_chat",
+]

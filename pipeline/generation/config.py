@@ -97,6 +97,17 @@ class Generator(Protocol):
     def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
         """One completion per prompt (only the new text), in input order."""
 
+    def chat(
+        self,
+        user_texts: list[str],
+        *,
+        system: str | None = None,
+        chat_template: Any = None,
+    ) -> list[str]:
+        """One completion per user text, rendered through the chat template *in this process*
+        (``pipeline.generation.chat.ChatMixin``): what a stage calls through Beam's shared-model
+        proxy, which forwards method calls but not attributes such as ``processor``."""
+
 
 def check_aligned(prompts: Sequence[str], images: Sequence[Any] | None) -> None:
     """Fail loudly on misaligned inputs rather than caption the wrong image."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from pipeline.generation.chat import ChatMixin
 from pipeline.generation.config import GenerationConfig, check_aligned
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
     return getattr(torch, dtype)
 
 
-class TransformersGenerator:
+class TransformersGenerator(ChatMixin):
     """A model loaded once with ``from_pretrained``; :meth:`generate` runs one batched call.
 
     Calls are serialised by a lock: Beam's shared-model server answers each SDK process on its

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from pipeline.generation.chat import ChatMixin
 from pipeline.generation.config import GenerationConfig, check_aligned
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def _import_vllm():
     return vllm
 
 
-class VllmGenerator:
+class VllmGenerator(ChatMixin):
     """One ``vllm.LLM`` per process; :meth:`generate` submits a batch and returns it in order.
 
     Calls are serialised by a lock. Beam's shared-model server answers each SDK process on its

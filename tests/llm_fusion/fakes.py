@@ -31,10 +31,14 @@ class EchoGenerator:
     """
 
     multimodal = False
-    processor = None  # no chat template: the raw template is used
+    processor = None
 
     def __init__(self, config: GenerationConfig) -> None:
         self.config = config
+
+    def chat(self, user_texts: list[str], *, system=None, chat_template=None) -> list[str]:
+        """No template: the fake answers the bare user texts (real models: ChatMixin)."""
+        return self.generate(user_texts)
 
     def generate(self, prompts: list[str], images=None) -> list[str]:
         alts = [data_alt_text(p) for p in prompts]

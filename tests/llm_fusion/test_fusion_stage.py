@@ -241,4 +241,5 @@ def test_tiny_llama_batched_equals_one_by_one(tiny_models) -> None:
     single = [stage.handler.run_inference([r], model)[0].inference for r in rows]
     assert batched == single
     # the tiny Llama has a chat template: the prompt is wrapped in it
-    assert stage.handler.render(model, rows[0]).startswith("[INST] ")
+    user = stage.rules.user_text(rows[0])
+    assert model.render_prompts([user]) == [f"[INST] {user} [/INST]"]

@@ -1,0 +1,164 @@
+"""Chat templates for text models that ship none, chosen per model family.
+
+``lmsys/vicuna-7b-v1.5`` (VeCLIP's fusion LLM family) has no ``chat_template``; sending it the
+bare user text silently changes what the model sees. The families' real templates live in
+``chat_templates/*.jinja`` (sources in ``chat_templates/SOURCES.txt``); ``fusion.chat_template``
+picks one:
+
+- ``auto``: the tokenizer's own template; else the family's fallback, told from the tokenizer's
+  special tokens, the model config's ``model_type``/``architectures`` and, for Llama-family
+  checkpoints that carry no other sign, the model name; else an error;
+- a family name (:data:`FAMILIES`): that template, even over the tokenizer's own;
+- ``raw``: the bare user text (base models), only when asked for;
+- a file path: jinja read from the file (any fsspec path), when the stage is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from pipeline.generation.chat import (
+    AUTO,
+    ChatTemplateChoice,
+    ChatTemplateError,
+    ResolvedTemplate,
+    _chat_template,
+)
+
+_LOG = logging.getLogger(__name__)
+
+FAMILIES: tuple[str, ...] = ("vicuna_v1.1", "llama-2", "mistral", "llama-3", "chatml", "qwen2.5")
+RAW = "raw"
+CHOICES_HELP = f"auto, raw, a template file, or one of {', '.join(FAMILIES)}"
+
+
+@cache
+def family_template(name: str) -> str:
+    """The published jinja of family ``name`` (package data)."""
+    if name not in FAMILIES:
+        raise ChatTemplateError(f"unknown chat template family {name!r}; known: {CHOICES_HELP}")
+    path = resources.files("pipeline.generation") / "chat_templates" / f"{name}.jinja"
+    return path.read_text(encoding="utf-8")
+
+
+def chat_template_choice(value: str | None) -> ChatTemplateChoice:
+    """``fusion.chat_template`` as a choice; a file is read here (a missing one raises)."""
+    value = (value or "auto").strip()
+    if value in ("auto", RAW) or value in FAMILIES:
+        return ChatTemplateChoice(value)
+    import fsspec
+
+    try:
+        with fsspec.open(value, "r", encoding="utf-8") as f:
+            text = f.read()
+    except (FileNotFoundError, IsADirectoryError, OSError) as exc:
+        raise ChatTemplateError(
+            f"chat_template {value!r} is not {CHOICES_HELP} ({type(exc).__name__}: {exc})"
+        ) from exc
+    if "{{" not in text and "{%" not in text:
+        raise ChatTemplateError(f"chat_template file {value!r} holds no jinja template")
+    return ChatTemplateChoice(f"file:{value}", text)
+
+
+def validate_chat_template_value(value: str) -> None:
+    """Config-time check of the form (a file is checked when the stage reads it)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"chat_template must be {CHOICES_HELP}")
+
+
+def _vocab(tokenizer: Any) -> set[str]:
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    names: set[str] = set()
+    for attr in ("all_special_tokens", "additional_special_tokens"):
+        names.update(getattr(tokenizer, attr, None) or ())
+    added = getattr(tokenizer, "get_added_vocab", None)
+    if callable(added):
+        names.update(added())
+    return names
+
+
+def detect_family(tokenizer: Any, model_config: Any, model_name: str) -> str | None:
+    """The chat family of a text model from its tokenizer, config and name; None if unknown."""
+    vocab = _vocab(tokenizer)
+    model_type = (getattr(model_config, "model_type", None) or "").lower()
+    architectures = " ".join(getattr(model_config, "architectures", None) or ()).lower()
+    if "<|start_header_id|>" in vocab or "<|eot_id|>" in vocab:
+        return "llama-3"
+    if "<|im_start|>" in vocab or model_type.startswith("qwen2") or "qwen2" in architectures:
+        return "qwen2.5" if model_type.startswith("qwen2") or "qwen2" in architectures else "chatml"
+    if model_type in ("mistral", "mixtral") or "mistral" in architectures:
+        return "mistral"
+    if model_type == "llama" or "llama" in architectures:
+        names = " ".join(
+            n.lower()
+            for n in (
+                model_name,
+                getattr(model_config, "_name_or_path", "") or "",
+                getattr(getattr(tokenizer, "tokenizer", tokenizer), "name_or_path", "") or "",
+            )
+        )
+        if "vicuna" in names:
+            return "vicuna_v1.1"
+        if "llama-2" in names or "llama2" in names:
+            return "llama-2"
+    return None
+
+
+def load_model_config(model: str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's config (``config.json``), or None when it cannot be read."""
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - only a hint for family detection; logged
+        _LOG.warning("cannot read the config of %s for chat-family detection: %s", model, exc)
+        return None
+
+
+def resolve_template(
+    choice: ChatTemplateChoice,
+    tokenizer: Any,
+    model: str,
+    trust_remote_code: bool = False,
+    model_config: Any = None,
+) -> ResolvedTemplate:
+    """The jinja that ``choice`` means for this model; raises :class:`ChatTemplateError`."""
+    if choice.name == RAW:
+        return ResolvedTemplate(RAW, None)
+    if choice.text is not None:
+        return ResolvedTemplate(choice.name, choice.text)
+    if choice.name in FAMILIES:
+        return ResolvedTemplate(choice.name, family_template(choice.name))
+    if choice != AUTO:
+        raise ChatTemplateError(f"unknown chat_template {choice.name!r}; use {CHOICES_HELP}")
+    own = _chat_template(tokenizer)
+    if own is not None:
+        return ResolvedTemplate("tokenizer", own)
+    if model_config is None:
+        model_config = load_model_config(model, trust_remote_code)
+    family = detect_family(tokenizer, model_config, model)
+    if family is None:
+        model_type = getattr(model_config, "model_type", None)
+        raise ChatTemplateError(
+            f"{model} has no chat template and its family (model_type {model_type!r}) has no "
+            f"known fallback: set chat_template to {CHOICES_HELP} (raw sends the bare user "
+            "text, for base models)"
+        )
+    _LOG.warning("%s ships no chat template: using the %s fallback", model, family)
+    return ResolvedTemplate(f"fallback:{family}", family_template(family))
+
+
+__all__ = [
+    "CHOICES_HELP",
+    "FAMILIES",
+    "RAW",
+    "chat_template_choice",
+    "detect_family",
+    "family_template",
+    "load_model_config",
+    "resolve_template",
+    "validate_chat_template_value",
+]
