@@ -15,7 +15,7 @@ Two entry points:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 _LOG = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def render_chat(
     system: str | None = None,
     fallback_template: str | None = None,
     template: str | None = None,
+    tokenizer_adds_bos: bool | None = None,
 ) -> str:
     """The prompt string for one user turn, ready for the model (generation prompt appended).
 
@@ -43,6 +44,7 @@ def render_chat(
     model's image placeholder itself when ``image`` is true. With no template and no fallback
     this raises :class:`ChatTemplateError`: sending the bare user text is a choice to make
     explicitly (``fallback_template="{user}"``), never a silent default.
+    ``tokenizer_adds_bos``: whether tokenizing adds a BOS (None: find out by tokenizing "").
     """
     if template is None:
         template = _chat_template(processor_or_tokenizer)
@@ -72,10 +74,18 @@ def render_chat(
     text = processor_or_tokenizer.apply_chat_template(
         messages, chat_template=template, add_generation_prompt=True, tokenize=False
     )
-    return _without_template_bos(processor_or_tokenizer, text)
+    return _without_template_bos(processor_or_tokenizer, text, tokenizer_adds_bos)
 
 
-def _without_template_bos(processor_or_tokenizer: Any, text: str) -> str:
+def tokenizer_adds_bos(processor_or_tokenizer: Any) -> bool:
+    """Whether tokenizing a prompt (special tokens on, as both backends do) adds a BOS."""
+    tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
+    if getattr(tokenizer, "bos_token_id", None) is None:
+        return False
+    return tokenizer.bos_token_id in tokenizer("", add_special_tokens=True)["input_ids"]
+
+
+def _without_template_bos(processor_or_tokenizer: Any, text: str, adds_bos: bool | None) -> str:
     """Drop a BOS the chat template wrote when tokenizing will add one anyway.
 
     Llama 2/3 and Mistral templates start with ``{{ bos_token }}``, and both backends tokenize
@@ -86,10 +96,9 @@ def _without_template_bos(processor_or_tokenizer: Any, text: str) -> str:
     bos = getattr(tokenizer, "bos_token", None)
     if not bos or not text.startswith(bos):
         return text
-    added = tokenizer("", add_special_tokens=True)["input_ids"]
-    if tokenizer.bos_token_id in added:
-        return text[len(bos) :]
-    return text
+    if adds_bos is None:
+        adds_bos = tokenizer_adds_bos(tokenizer)
+    return text[len(bos) :] if adds_bos else text
 
 
 def _chat_template(obj: Any) -> str | None:
@@ -126,11 +135,17 @@ class ResolvedTemplate:
 
     source: str  # "tokenizer" | "fallback:<family>" | "<family>" | "raw" | "file:<path>"
     template: str | None  # jinja; None for raw
+    adds_bos: bool = False  # tokenizing the prompt adds a BOS (a template's own one is dropped)
 
 
 class ChatMixin:
     """``chat``/``render_prompts`` for a generator that has ``processor``, ``config`` and
-    ``generate``; everything runs in the generator's own process."""
+    ``generate``; everything runs in the generator's own process.
+
+    Resolving a template tokenizes once (does tokenizing add a BOS?); after that rendering is
+    jinja only, so it never touches the tokenizer's padding state while another thread's
+    ``generate`` holds the model.
+    """
 
     _resolved_templates: dict[ChatTemplateChoice, ResolvedTemplate]
 
@@ -143,6 +158,7 @@ class ChatMixin:
             resolved = resolve_template(
                 choice, self.processor, self.config.model, self.config.trust_remote_code
             )
+            resolved = replace(resolved, adds_bos=tokenizer_adds_bos(self.processor))
             _LOG.info("%s: chat template %s", self.config.model, resolved.source)
             cache[choice] = resolved
         return cache[choice]
@@ -161,7 +177,14 @@ class ChatMixin:
                 raise ChatTemplateError("the raw chat template has no place for a system text")
             return list(user_texts)
         return [
-            render_chat(self.processor, u, image=False, system=system, template=resolved.template)
+            render_chat(
+                self.processor,
+                u,
+                image=False,
+                system=system,
+                template=resolved.template,
+                tokenizer_adds_bos=resolved.adds_bos,
+            )
             for u in user_texts
         ]
 
@@ -184,4 +207,5 @@ __all__ = [
     "ChatTemplateError",
     "ResolvedTemplate",
     "render_chat",
+    "tokenizer_adds_bos",
 ]
