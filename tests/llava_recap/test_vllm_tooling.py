@@ -1,4 +1,4 @@
-"""The .venv-vllm tooling: torchvision guard patch, vLLM requirement filter, tiny-models CLI."""
+"""The .venv-vllm tooling: vLLM requirement filter, tiny-models CLI."""
 
 from __future__ import annotations
 
@@ -8,30 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-META_SRC = """import torch
-
-@torch.library.register_fake("torchvision::roi_align")
-def meta_roi_align(input, rois):
-    return input.new_empty(())
-
-
-@torch.library.register_fake("torchvision::nms")
-def meta_nms(dets, scores, iou_threshold):
-    torch._check(dets.dim() == 2, lambda: "2d")
-
-    return dets.new_empty(0, dtype=torch.long)
-
-
-@torch.library.register_fake("torchvision::qnms")
-def meta_qnms(dets, scores, iou_threshold):
-    return dets.new_empty(0, dtype=torch.long)
-
-
-@torch.library.register_fake("torchvision::ps_roi_align")
-def meta_ps_roi_align(input):
-    return input
-"""
-
 
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
@@ -39,46 +15,6 @@ def _load(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def test_patch_guards_exactly_nms_and_qnms():
-    patch = _load("patch_torchvision")
-    new, count = patch.patch_source(META_SRC)
-    assert count == 2
-    compile(new, "_meta_registrations.py", "exec")  # still valid Python
-    assert 'if hasattr(torch.ops.torchvision, "nms"):' in new
-    assert 'if hasattr(torch.ops.torchvision, "qnms"):' in new
-    assert '    @torch.library.register_fake("torchvision::nms")' in new
-    # the other registrations stay unconditional
-    assert '\n@torch.library.register_fake("torchvision::roi_align")' in new
-    assert '\n@torch.library.register_fake("torchvision::ps_roi_align")' in new
-    # idempotent
-    again, count_again = patch.patch_source(new)
-    assert (again, count_again) == (new, 0)
-
-
-def test_patched_source_runs_without_native_ops():
-    """Executed against a stand-in torch whose ops namespace lacks nms/qnms."""
-    patch = _load("patch_torchvision")
-    new, _ = patch.patch_source(META_SRC)
-    registered: list[str] = []
-
-    class Ops:
-        roi_align = ps_roi_align = object()
-
-    class Library:
-        @staticmethod
-        def register_fake(name):
-            def deco(fn):
-                registered.append(name)
-                return fn
-
-            return deco
-
-    fake_torch = type("T", (), {"ops": type("O", (), {"torchvision": Ops()})(), "library": Library})
-    code = new.replace("import torch\n", "")
-    exec(compile(code, "meta", "exec"), {"torch": fake_torch})
-    assert registered == ["torchvision::roi_align", "torchvision::ps_roi_align"]
 
 
 def test_vllm_requirements_filter(monkeypatch, capsys):
