@@ -27,8 +27,8 @@ class CaptionConfig:
     model_name: str | None = None
     # one model per machine instead of per process, for models that fill the accelerator
     share_model_across_processes: bool = False
-    # when a whole batch raises (e.g. out of memory), retry its rows one by one so only the
-    # row that really fails is marked caption_failed
+    # when a whole batch raises (e.g. out of memory), free memory and retry it in halves down
+    # to single rows, so only a row that really fails is marked caption_failed
     isolate_failed_batches: bool = True
     # rows a previous run marked caption_failed that still carry their image are captioned
     # again (a rerun over an earlier output, `vecap run --from OUT --stages caption`)

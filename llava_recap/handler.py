@@ -14,6 +14,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from llava_recap.cleaning import clean_caption
 from llava_recap.config import CaptionConfig
 from pipeline.generation import GenerationConfig, Generator, load_generator, render_chat
+from pipeline.generation.recovery import FailedBatchBreaker, generate_split
 from schemas import Record, Status
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
     """Keyed by uid; images are decoded here, on the worker, from ``Record.jpg``.
 
     Row-level problems (bytes that do not decode, an empty caption) become ``caption_failed``
-    rows; an exception from the model fails the batch, which is retried row by row when
-    ``isolate_failed_batches`` is set, and otherwise reaches RunInference's dead letters.
+    rows. An exception from the model fails the batch: with ``isolate_failed_batches`` it is
+    retried in halves after freeing memory (``pipeline.generation.recovery.generate_split``),
+    otherwise it reaches RunInference's dead letters. Engine-fatal errors (a CUDA error, a dead
+    vLLM engine) and ``max_failed_batches`` consecutive batches without one caption raise
+    ``EngineFatalError``, which the stage re-raises so the runner retries the bundle.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
         self._undecodable = Metrics.counter(METRICS_NAMESPACE, "failed_decode")
         self._gen_failed = Metrics.counter(METRICS_NAMESPACE, "failed_generation")
         self._empty = Metrics.counter(METRICS_NAMESPACE, "failed_empty")
+        self._breaker = FailedBatchBreaker(config.generation.max_failed_batches, "caption")
 
     def load_model(self) -> Captioner:
         return Captioner(self._factory(self._config.generation, True), self._config)
@@ -131,30 +136,18 @@ class CaptionModelHandler(ModelHandler[KeyedRecord, Record, Captioner]):
             return list(pool.map(_try_decode, blobs))
 
     def _generate(self, model: Captioner, images: list[Any]) -> list[str | BaseException]:
+        """Captions or, per image that failed alone, the error; see ``generate_split``."""
         if not images:
             return []
-        try:
-            raws = model.caption(images)
-        except Exception as exc:
-            if not self._config.isolate_failed_batches:
-                raise  # RunInference's dead letters turn the batch into caption_failed rows
-            if len(images) == 1:
-                return [exc]
-            log.warning(
-                "caption batch of %d failed (%s); retrying rows one by one",
-                len(images),
-                _describe(exc),
-            )
-            return [self._generate_one(model, image) for image in images]
-        if len(raws) != len(images):
-            raise RuntimeError(f"generator returned {len(raws)} captions for {len(images)} images")
-        return list(raws)
-
-    def _generate_one(self, model: Captioner, image: Any) -> str | BaseException:
-        try:
-            return model.caption([image])[0]
-        except Exception as exc:
-            return exc
+        results = generate_split(
+            model.caption,
+            images,
+            isolate=self._config.isolate_failed_batches,
+            what="caption batch",
+            units=("captions", "images"),
+        )
+        self._breaker.record(results)
+        return results
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return self._config.generation.batch_elements_kwargs()

@@ -11,6 +11,7 @@ from apache_beam.ml.inference.base import RunInference
 from llava_recap.config import CaptionConfig
 from llava_recap.handler import MAX_ERROR_CHARS, CaptionModelHandler, GeneratorFactory
 from pipeline.generation import load_generator
+from pipeline.generation.recovery import EngineFatalError, is_fatal_dead_letter
 from schemas import Record, Status
 
 
@@ -57,6 +58,10 @@ def failed_batch_records(dead_letter: tuple[Any, Any]) -> Iterable[Record]:
     list of (uid, Record) pairs the handler was given.
     """
     batch, error = dead_letter
+    if is_fatal_dead_letter(error):
+        # the engine is broken (or failed batch after batch): fail the bundle so the runner
+        # retries it on a fresh worker, rather than commit a shard of caption_failed rows
+        raise EngineFatalError(f"caption stage: {_error_line(error)}")
     if isinstance(error, tuple) and len(error) >= 2:
         exc_type, exc_repr = error[0], error[1]
         name = getattr(exc_type, "__name__", str(exc_type))
@@ -67,6 +72,12 @@ def failed_batch_records(dead_letter: tuple[Any, Any]) -> Iterable[Record]:
         record = item[1] if isinstance(item, tuple) else item
         # keep the image: a later run can caption it again without downloading it again
         yield record.replace(status=Status.CAPTION_FAILED.value, error=message[:MAX_ERROR_CHARS])
+
+
+def _error_line(error: Any) -> str:
+    if isinstance(error, tuple) and len(error) >= 2:
+        return f"{getattr(error[0], '__name__', error[0])}: {error[1]}"
+    return repr(error)
 
 
 class CaptionStage(beam.PTransform):

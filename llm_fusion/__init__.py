@@ -12,7 +12,7 @@ Modules, one job each (import from them; this package stays light so ``vecap --h
 - ``clip_tokens``: CLIP token counting (calibrated estimate, or a real tokenizer);
 - ``fusion_rules``: what happens to one record (skip, LLM, fallback, failure), as pure functions;
 - ``handler``: a Beam ``ModelHandler`` asking a text LLM one question per record (both backends
-  of ``pipeline.generation``), failed batches retried row by row;
+  of ``pipeline.generation``), failed batches retried in halves;
 - ``stage``: ``FusionStage``, the Beam PTransform Record -> Record;
 - ``ethics_prompts`` / ``ethics``: ``EthicsCheckStage``, blocklist + LLM yes/no, policies.
 """

@@ -42,7 +42,8 @@ class FusionConfig:
     # One model per machine shared by all SDK worker processes (Beam's MultiProcessShared):
     # what a multi-GB LLM on one GPU needs.
     share_model_across_processes: bool = False
-    # Retry a failed batch row by row, so one bad row does not send its batch to the fallback.
+    # Retry a failed batch in halves (after freeing memory), so an out-of-memory batch or one bad
+    # row does not send the batch to the fallback.
     isolate_failed_batches: bool = True
     # auto | a family (vicuna_v1.1, llama-2, mistral, llama-3, chatml, qwen2.5) | raw | FILE:
     # auto uses the tokenizer's template, else its family's (pipeline.generation.templates)

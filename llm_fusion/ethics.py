@@ -31,6 +31,7 @@ from llm_fusion.ethics_prompts import ETHICS_PROMPTS, parse_yes_no
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, SOURCE_VISUAL
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
 from llm_fusion.prompts import FusionPrompt
+from pipeline.generation.recovery import EngineFatalError, is_fatal_dead_letter
 from pipeline.generation.templates import chat_template_choice
 from schemas import Record, Status
 
@@ -223,6 +224,8 @@ class _ApplyEthicsFailure(beam.DoFn):
 
     def process(self, element: tuple) -> Iterator[Record]:
         batch, error = element
+        if is_fatal_dead_letter(error):  # fail the bundle: the runner retries it elsewhere
+            raise EngineFatalError(f"ethics stage: {describe_error(error)}")
         _LOG.warning("ethics batch of %d rows failed: %s", len(batch), describe_error(error))
         for _uid, record in batch:
             yield self.rules.apply_failure(record, error)

@@ -18,7 +18,6 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from llm_fusion.errors import describe_error
 from pipeline.generation import (
     AUTO,
     ChatTemplateChoice,
@@ -26,6 +25,7 @@ from pipeline.generation import (
     Generator,
     load_generator,
 )
+from pipeline.generation.recovery import FailedBatchBreaker, generate_split
 from schemas import Record
 
 _LOG = logging.getLogger(__name__)
@@ -48,10 +48,13 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
 
     ``user_text`` turns a record into the user message (a picklable callable);
     ``generator_loader`` exists for tests that swap in a fake model. With
-    ``isolate_failed_batches`` a failed batch is retried row by row, so one poison row (a
-    prompt over the context limit, say) does not take its batch-mates down; a row that fails
-    alone comes back with the exception as its inference. Without it the batch raises and
-    reaches RunInference's dead letters.
+    ``isolate_failed_batches`` a failed batch is retried in halves after freeing memory
+    (``pipeline.generation.recovery.generate_split``), so an out-of-memory batch still gets
+    every row through and one poison row (a prompt over the context limit, say) does not take
+    its batch-mates down; a row that fails alone comes back with the exception as its
+    inference. Without it the batch raises and reaches RunInference's dead letters.
+    Engine-fatal errors and ``max_failed_batches`` consecutive batches without one answer
+    raise ``EngineFatalError``, which the stages re-raise so the runner retries the bundle.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         self._metrics_namespace = metrics_namespace
         self._share = share_model_across_processes
         self._loader = generator_loader
+        self._breaker = FailedBatchBreaker(generation.max_failed_batches, metrics_namespace)
 
     def load_model(self) -> Generator:
         generator = self._loader(self._generation)
@@ -90,17 +94,13 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         model: Generator,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        try:
-            outputs: list[str | BaseException] = list(self._generate(model, batch))
-        except Exception as exc:
-            if not self._isolate or len(batch) == 1:
-                raise
-            _LOG.warning(
-                "LLM batch of %d failed (%s); retrying rows one by one",
-                len(batch),
-                describe_error(exc),
-            )
-            outputs = [self._generate_one(model, record) for record in batch]
+        outputs = generate_split(
+            lambda rows: self._generate(model, rows),
+            batch,
+            isolate=self._isolate,
+            what=f"{self._metrics_namespace} batch",
+        )
+        self._breaker.record(outputs)
         return [
             PredictionResult(record, output, self._generation.model)
             for record, output in zip(batch, outputs, strict=True)
@@ -117,12 +117,6 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
                 f"generator returned {len(outputs)} outputs for {len(batch)} prompts"
             )
         return outputs
-
-    def _generate_one(self, model: Generator, record: Record) -> str | BaseException:
-        try:
-            return self._generate(model, [record])[0]
-        except Exception as exc:  # this row alone fails: its inference is the error
-            return exc
 
     def get_num_bytes(self, batch: Sequence[Record]) -> int:
         # The default pickles the whole batch, image bytes included; count the text we send.

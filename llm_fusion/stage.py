@@ -2,8 +2,8 @@
 
 Record -> Record, rows in == rows out. Only rows that need the LLM go through ``RunInference``;
 everything else (failed rows, rows whose caption is already chosen, AltText that carries no
-knowledge) is finished on the CPU path. A batch that fails in the model is retried row by row
-(``isolate_failed_batches``); a row that still fails, or a whole batch when isolation is off
+knowledge) is finished on the CPU path. A batch that fails in the model is retried in halves
+after freeing memory (``isolate_failed_batches``); a row that still fails, or a whole batch when isolation is off
 (via RunInference's dead-letter output), comes back as a fallback row with the error recorded,
 never lost.
 """
@@ -20,6 +20,7 @@ from llm_fusion.config import FusionConfig
 from llm_fusion.errors import describe_error, internal_error_record
 from llm_fusion.fusion_rules import REASON_INTERNAL_ERROR, FusionRules
 from llm_fusion.handler import GeneratorLoader, TextLLMHandler, load_text_generator
+from pipeline.generation.recovery import EngineFatalError, is_fatal_dead_letter
 from pipeline.generation.templates import chat_template_choice
 from schemas import Record
 
@@ -97,6 +98,8 @@ class _ApplyFailure(beam.DoFn):
 
     def process(self, element: tuple) -> Iterator[Record]:
         batch, error = element
+        if is_fatal_dead_letter(error):  # fail the bundle: the runner retries it elsewhere
+            raise EngineFatalError(f"fusion stage: {describe_error(error)}")
         _LOG.warning("fusion batch of %d rows failed: %s", len(batch), describe_error(error))
         for _uid, record in batch:
             self.failed_rows.inc()

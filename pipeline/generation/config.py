@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pipeline.generation.recovery import DEFAULT_MAX_FAILED_BATCHES
+
 if TYPE_CHECKING:  # keep `import pipeline.generation` free of torch/transformers
     from PIL import Image
 
@@ -36,6 +38,10 @@ class GenerationConfig:
     min_batch_size: int | None = None
     max_batch_duration_secs: float | None = None
     trust_remote_code: bool = False
+    # after this many consecutive batches in which every row failed in the model, the stage
+    # raises (EngineFatalError) so the runner retries the bundle on a fresh worker instead of
+    # committing shards of failed rows; 0: never
+    max_failed_batches: int = DEFAULT_MAX_FAILED_BATCHES
     # vLLM only
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
@@ -67,6 +73,8 @@ class GenerationConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be >= 1 when set")
+        if self.max_failed_batches < 0:
+            raise ValueError("max_failed_batches must be >= 0 (0: never give the bundle back)")
         if self.tensor_parallel_size < 1:
             raise ValueError("tensor_parallel_size must be >= 1")
 

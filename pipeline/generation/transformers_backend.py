@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.chat import ChatMixin
 from pipeline.generation.config import GenerationConfig, check_aligned
+from pipeline.generation.recovery import CallGuard
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,9 +35,11 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
 class TransformersGenerator(ChatMixin):
     """A model loaded once with ``from_pretrained``; :meth:`generate` runs one batched call.
 
-    Calls are serialised by a lock: Beam's shared-model server answers each SDK process on its
-    own thread, and one model (its tokenizer's padding state, the GPU's memory) serves one
-    batch at a time.
+    Calls are serialised by a lock (:class:`~pipeline.generation.recovery.CallGuard`): Beam's
+    shared-model server answers each SDK process on its own thread, and one model (its
+    tokenizer's padding state, the GPU's memory) serves one batch at a time. A failed call
+    frees its tensors and the CUDA cache before the next caller runs; after a CUDA error every
+    later call raises ``EngineFatalError``.
     """
 
     def __init__(self, config: GenerationConfig, *, multimodal: bool) -> None:
@@ -50,7 +52,7 @@ class TransformersGenerator(ChatMixin):
 
         self.config = config
         self.multimodal = multimodal
-        self._lock = threading.Lock()
+        self._guard = CallGuard(config.model)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         common = {"trust_remote_code": config.trust_remote_code}
@@ -89,8 +91,8 @@ class TransformersGenerator(ChatMixin):
         check_aligned(prompts, images)
         if not prompts:
             return []
-        with self._lock:  # one batch at a time in this model, whoever calls
-            return self._generate(list(prompts), images)
+        # one batch at a time in this model, whoever calls
+        return self._guard.call(self._generate, list(prompts), images)
 
     def _generate(self, prompts: list[str], images: list[Image.Image] | None) -> list[str]:
         import torch

