@@ -2,8 +2,8 @@
 
 How the stream is cut, so that no row is read twice and a resumed run lands on the same sample:
 
-* **Units.** The input files (only finished vecap shards: ``part-N.parquet`` whose
-  ``part-N.stats.json`` exists) are the units of work; when there are fewer files than data
+* **Units.** The input files (only committed vecap shards: the parquet each
+  ``part-N.stats.json`` names) are the units of work; when there are fewer files than data
   slots, row groups are; when there are fewer row groups than slots, every slot reads everything
   and keeps every n-th row ("stride" mode, for tiny data).
 * **Slots.** A slot is one DataLoader worker of one process: ``slot = rank * workers + worker``.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ from clip_trainer.sampling import CaptionSampler, CaptionSource
 from clip_trainer.transforms import TrainTransform, decode_for_training
 
 _log = logging.getLogger(__name__)
-_SHARD_NAME = re.compile(r"^part-\d+\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -111,10 +109,14 @@ class ReadUnit:
 def find_parquet_files(paths: Sequence[str], require_finished: bool = True) -> list[str]:
     """Parquet files under ``paths``, sorted, as full URLs.
 
-    A directory holding ``shards/`` is a vecap output; in a directory, vecap shards
-    (``part-N.parquet``) count only when their ``part-N.stats.json`` exists (the writer's done
-    marker) unless ``require_finished`` is False; other parquet files are taken as they are.
+    A directory holding ``shards/`` is a vecap output; in a directory of vecap shards, a shard's
+    parquet counts only when its stats file (the writer's commit) names it: uncommitted write
+    attempts (failed, killed, or a lost race) are never read, unless ``require_finished`` is
+    False, which takes every parquet file. Other parquet files are taken as they are.
     """
+    from pipeline.io.shard_files import committed_parquet_name, parse_parquet_name, parse_stats_name
+    from schemas.stats import ShardStats
+
     found: set[str] = set()
     for path in paths:
         fs, root = fsspec.core.url_to_fs(path)
@@ -122,12 +124,19 @@ def find_parquet_files(paths: Sequence[str], require_finished: bool = True) -> l
             if fs.isdir(posixpath.join(root, "shards")):
                 root = posixpath.join(root, "shards")
             names = {posixpath.basename(p): p for p in fs.ls(root, detail=False)}
+            stats_files = [
+                full for name, full in names.items() if parse_stats_name(name) is not None
+            ]
+            committed: set[str] = set()
+            if require_finished and stats_files:
+                # one batched read: object stores fetch many stats files concurrently
+                for data in fs.cat(stats_files).values():
+                    committed.add(committed_parquet_name(ShardStats.from_json(data.decode())))
             for name, full in names.items():
                 if not name.endswith(".parquet") or name.startswith((".", "_")):
                     continue
-                stats_name = name[: -len(".parquet")] + ".stats.json"
-                if require_finished and _SHARD_NAME.match(name) and stats_name not in names:
-                    continue  # unfinished shard: the writer has not committed it yet
+                if require_finished and parse_parquet_name(name) and name not in committed:
+                    continue  # not committed by a stats file: never read
                 found.add(fs.unstrip_protocol(full))
         else:
             if any(ch in root for ch in "*?["):

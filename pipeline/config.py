@@ -67,6 +67,10 @@ class RunConfig:
     # 2 x 1,000-row shards of ~30 KB images is ~60 MB of image bytes per wave (several copies
     # of each row are alive in the runner: measure with bench/pipeline.py)
     local_wave_shards: int = 2
+    # one job per output: proceed even though the output's last run looks live (its heartbeat
+    # is fresh), because that run is known to be dead; and how often this run renews its own
+    takeover: bool = False
+    heartbeat_s: float = 30.0
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -81,6 +85,8 @@ class RunConfig:
             raise ConfigError("retry applies to rows of an earlier output: use it with --from")
         if not self.output:
             raise ConfigError("output is required (a directory or fsspec URL)")
+        if not self.heartbeat_s > 0:
+            raise ConfigError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
         if self.local_wave_shards < 1:
             raise ConfigError(f"local_wave_shards must be >= 1, got {self.local_wave_shards}")
         stages = tuple(self.stages)
@@ -254,6 +260,8 @@ _TOP_KEYS = (
     "beam_args",
     "retry",
     "local_wave_shards",
+    "takeover",
+    "heartbeat_s",
 )
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
@@ -276,6 +284,8 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
         progress=bool(data.get("progress", True)),
         beam_args=tuple(data.get("beam_args") or ()),
         local_wave_shards=int(data.get("local_wave_shards", 2)),
+        takeover=bool(data.get("takeover", False)),
+        heartbeat_s=float(data.get("heartbeat_s", 30.0)),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

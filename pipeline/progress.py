@@ -12,9 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-import fsspec
-
-from pipeline.io.writer import shards_dir
+from pipeline.io.shard_files import list_shards, read_stats_files
 from schemas.stats import ShardStats
 
 
@@ -52,24 +50,20 @@ class ShardProgress:
         return sum(s.rows for s in self._seen.values())
 
     def poll(self) -> int:
-        """Read the stats files that appeared since the last poll; returns how many are new."""
-        fs, root = fsspec.core.url_to_fs(shards_dir(self._output))
-        if not fs.exists(root):
-            return 0
+        """Read the stats files that appeared since the last poll (one listing, one batched
+        read of the new ones); returns how many are new."""
+        fs, listing = list_shards(self._output)
+        fresh = {
+            sid: path
+            for sid, path in listing.stats.items()
+            if sid in self._todo and sid not in self._seen
+        }
+        try:
+            found = read_stats_files(fs, fresh)
+        except (OSError, ValueError):
+            return 0  # being replaced right now (an --overwrite); the next poll reads it
         new = 0
-        for name in fs.glob(f"{root}/part-*.stats.json"):
-            base = name.rsplit("/", 1)[-1]
-            digits = base[len("part-") : -len(".stats.json")]
-            if not digits.isdigit():
-                continue
-            sid = int(digits)
-            if sid not in self._todo or sid in self._seen:
-                continue
-            try:
-                with fs.open(name, "r") as f:
-                    stats = ShardStats.from_json(f.read())
-            except (OSError, ValueError):
-                continue  # being replaced right now; the next poll reads it
+        for sid, stats in found.items():
             if stats.finished_at < self._t0:
                 continue  # an old marker from before this run (an overwrite deletes these)
             self._seen[sid] = stats

@@ -25,20 +25,22 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import apache_beam as beam
-import fsspec
 
 from pipeline.config import STAGE_NEEDS, ConfigError, PipelineConfig, config_to_dict
 from pipeline.io.readers import ReadEarlierOutput
+from pipeline.io.shard_files import (
+    committed_parquet_path,
+    committed_shard_ids,
+    committed_shards,
+    remove_all_shard_files,
+    remove_uncommitted,
+)
 from pipeline.io.writer import (
     READ_STAGE,
     WriteShards,
-    finished_shard_ids,
-    finished_shards,
     make_stage_clock,
     new_clock,
-    read_stats,
     remove_stale_temporaries,
-    shards_dir,
     write_shard,
 )
 from pipeline.manifest import (
@@ -47,6 +49,13 @@ from pipeline.manifest import (
     read_manifest,
     start_manifest,
     write_manifest,
+)
+from pipeline.run_lease import (
+    ManifestKeeper,
+    OutputBusy,
+    check_output_free,
+    describe,
+    new_run_record,
 )
 from schemas.stats import ShardStats
 
@@ -70,6 +79,8 @@ class RunPlan:
     fingerprint: str
     input_shards: list[Any] | None = None  # readers.InputShard of the todo shards (input mode)
     source_stages: list[str] = field(default_factory=list)
+    # --from: shard id -> the parquet file the earlier output's stats file names
+    source_parquets: dict[int, str] | None = None
 
     @property
     def rows_todo(self) -> int:
@@ -155,6 +166,7 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
     models = models if models is not None else prompt_record(config)
     source_stages: list[str] = []
     input_shards: list[Any] | None = None
+    source_parquets: dict[int, str] | None = None
     if config.reader is not None:
         from pipeline.io.readers import plan_shards
 
@@ -173,10 +185,11 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
                 f"--from {source} was written with keep_images off, so its rows carry no image "
                 "bytes to caption; add 'download' to --stages to fetch them again"
             )
-        src_done = finished_shards(source)
+        src_done = committed_shards(source)  # one listing, one batched read
         if not src_done:
             raise ConfigError(f"--from {source}: no finished shards to continue")
         shard_rows = {sid: s.rows for sid, s in src_done.items()}
+        source_parquets = {sid: committed_parquet_path(source, s) for sid, s in src_done.items()}
         all_shards = None
     _check_stage_chain(config, source_stages)
 
@@ -184,7 +197,7 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
     done: set[int] = set()
     if not config.run.overwrite:
         previous = read_manifest(output)
-        done = finished_shard_ids(output)
+        done = committed_shard_ids(output)  # one listing
         if done and previous is not None:
             before = previous.get("plan", {}).get("plan_fingerprint")
             if before is not None and before != fingerprint:
@@ -209,6 +222,7 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
         fingerprint=fingerprint,
         input_shards=input_shards,
         source_stages=source_stages,
+        source_parquets=source_parquets,
     )
 
 
@@ -262,7 +276,7 @@ def build_pipeline(
         records = pipeline | "ReadInput" >> read
     else:
         records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(
-            config.run.source, plan.todo, config.run.retry_statuses
+            config.run.source, plan.todo, config.run.retry_statuses, plan.source_parquets
         )
     records = records | "Clock[read]" >> make_stage_clock(READ_STAGE, clock)
     for stage in config.stages:
@@ -333,11 +347,9 @@ def writer_counters(result: Any) -> dict[str, int]:
 
 
 def _clear_output(output: str) -> None:
-    """--overwrite: drop every shard file first, so a crash mid-redo never mixes old and new."""
-    fs, root = fsspec.core.url_to_fs(shards_dir(output))
-    if fs.exists(root):
-        for name in fs.glob(f"{root}/part-*") + fs.glob(f"{root}/.part-*"):
-            fs.rm(name)
+    """--overwrite: drop every shard file first (one listing, bulk deletes, commits first), so a
+    crash mid-redo never mixes old and new."""
+    remove_all_shard_files(output)
 
 
 def run_pipeline(
@@ -346,13 +358,13 @@ def run_pipeline(
     stream: TextIO | None = None,
     stage_overrides: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing."""
-    from pipeline.progress import ShardProgress, run_summary_table
-    from pipeline.runner_options import is_local, make_pipeline, pipeline_options
-
+    """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing,
+    :class:`~pipeline.run_lease.OutputBusy` if another run is live on the output."""
     stream = stream or sys.stderr
     output = config.run.output
     models = prompt_record(config)
+    # one job per output: refuse before touching anything if another run is live here
+    check_output_free(output, read_manifest(output), takeover=config.run.takeover, stream=stream)
     if config.run.overwrite:
         _clear_output(output)
     plan = plan_run(config, models)
@@ -367,7 +379,47 @@ def run_pipeline(
         source=config.run.source,
         plan=plan.summary(),
     )
-    write_manifest(output, manifest)
+    keeper = _claim_output(config, manifest)
+    try:
+        return _run_claimed(config, plan, keeper, stream, stage_overrides)
+    except BaseException:
+        if keeper.manifest.get("status") == "running":  # failed before the pipeline ran
+            keeper.stop()
+            keeper.replace(finish_manifest(keeper.manifest, status="failed", summary={}))
+        raise
+    finally:
+        keeper.stop()
+
+
+def _claim_output(config: PipelineConfig, manifest: dict[str, Any]) -> ManifestKeeper:
+    """Record this run (id, host, pid, start, heartbeat) in the manifest and start renewing the
+    heartbeat; refuse if another launcher claimed the output at the same moment."""
+    output = config.run.output
+    run = new_run_record(config.run.heartbeat_s)
+    keeper = ManifestKeeper(
+        output, {**manifest, "run": run}, write_manifest, heartbeat_s=config.run.heartbeat_s
+    )
+    keeper.replace(keeper.manifest)
+    # two launchers starting together both found the output free: the last manifest write wins
+    # and the other sees it here (object stores read their own writes)
+    now = read_manifest(output) or {}
+    if (now.get("run") or {}).get("run_id") != run["run_id"]:
+        raise OutputBusy(f"{output} was claimed at the same moment by {describe(now['run'])}")
+    return keeper.start()
+
+
+def _run_claimed(
+    config: PipelineConfig,
+    plan: RunPlan,
+    keeper: ManifestKeeper,
+    stream: TextIO,
+    stage_overrides: dict[str, Any] | None,
+) -> RunResult:
+    from pipeline.progress import ShardProgress, run_summary_table
+    from pipeline.runner_options import is_local, make_pipeline, pipeline_options
+
+    output = config.run.output
+    manifest = keeper.manifest
     t0 = time.time()
     print(
         f"vecap run: {plan.shards_total} shards planned, {len(plan.skipped)} already finished, "
@@ -380,9 +432,9 @@ def run_pipeline(
     todo_rows = [s for s in plan.todo if plan.expected_rows[s] > 0]
     if not todo_rows:
         status = "nothing_to_do" if not plan.todo else "succeeded"
-        write_manifest(
-            output, finish_manifest(manifest, status=status, summary={"rows_written": 0})
-        )
+        _remove_orphans(output, stream)
+        keeper.stop()
+        keeper.replace(finish_manifest(manifest, status=status, summary={"rows_written": 0}))
         return RunResult(output, plan, {}, time.time() - t0, status)
     run_plan = dataclasses.replace(
         plan,
@@ -423,14 +475,17 @@ def run_pipeline(
                 "through a shuffle: correct, at the cost of holding them in the shuffle",
                 file=stream,
             )
-        done_ids = finished_shard_ids(output)
+        done_ids = committed_shard_ids(output)  # one listing
         missing = [s for s in plan.todo if s not in done_ids]
         if missing:
             raise RunFailed(f"the pipeline ended but shards {missing[:10]} have no stats file")
         status = "succeeded"
+        # every planned shard is committed: the uncommitted attempt files (failed, killed or
+        # losing attempts) go, so that OUT/shards/*.parquet is exactly the committed set
+        _remove_orphans(output, stream)
     finally:
-        done_ids = finished_shard_ids(output)
-        written = read_stats(output, [s for s in plan.todo if s in done_ids])
+        # this run's shards, read in bulk: one listing and one batched read
+        written = committed_shards(output, plan.todo)
         seconds = time.time() - t0
         summary = {
             **counters,
@@ -438,10 +493,21 @@ def run_pipeline(
             "rows_written": sum(s.rows for s in written.values()),
             "seconds": round(seconds, 3),
         }
-        write_manifest(output, finish_manifest(manifest, status=status, summary=summary))
+        keeper.stop()
+        keeper.replace(finish_manifest(manifest, status=status, summary=summary))
     if config.run.progress:
         print(run_summary_table(written, seconds), file=stream)
     return RunResult(output, plan, written, seconds, status)
+
+
+def _remove_orphans(output: str, stream: TextIO) -> None:
+    removed = remove_uncommitted(output)
+    if removed.all:
+        print(
+            f"vecap run: removed {len(removed.all)} uncommitted attempt files "
+            f"({removed.bytes:,} bytes) left by failed, killed or losing write attempts",
+            file=stream,
+        )
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Per-shard stats file (``OUT/shards/part-00042.stats.json``), written last as the shard's done marker."""
+"""Per-shard stats file (``OUT/shards/part-00042.stats.json``): the shard's commit, created only if
+absent, naming the parquet file it covers (see ``pipeline.io.shard_files``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ class ShardStats:
     finished_at: float = 0.0  # unix time the shard's files were committed
     caption_models: list[str] = field(default_factory=list)
     fusion_models: list[str] = field(default_factory=list)
+    # the commit: the parquet file this stats file covers (a name in the same folder), its
+    # size in bytes and the write attempt that produced it; "" in outputs that predate attempt
+    # names, whose parquet is part-NNNNN.parquet
+    parquet: str = ""
+    parquet_bytes: int = 0
+    attempt: str = ""
     schema_version: str = SCHEMA_VERSION
 
     @property

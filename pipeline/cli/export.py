@@ -1,4 +1,5 @@
-"""`vecap export-json`, `vecap validate-json`, `vecap stats`: working with a finished output."""
+"""`vecap export-json`, `vecap validate-json`, `vecap stats`, `vecap gc`: working with a finished
+output."""
 
 from __future__ import annotations
 
@@ -66,6 +67,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.set_defaults(func=_stats)
 
+    g = subparsers.add_parser(
+        "gc",
+        help="remove uncommitted attempt files (parquets no stats file names); never a commit",
+        description=(
+            "Delete the parquet files of OUT/shards that no stats file names (failed, killed or "
+            "losing write attempts) and local temporaries, in one listing and one bulk delete. "
+            "While a run is live on OUT (fresh heartbeat in manifest.json), only the attempts of "
+            "shards already committed are removed: the others may be in flight."
+        ),
+    )
+    g.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")
+    g.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="list what would be removed, remove nothing",
+    )
+    g.set_defaults(func=_gc)
+
 
 def _export_json(args: argparse.Namespace) -> int:
     from pipeline.io.export_json import ExportConfig, export_json
@@ -119,4 +139,29 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"vecap stats: no finished shards under {args.output}", file=sys.stderr)
         return 1
     print(stats_json(stats) if args.json else format_stats(stats))
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from pipeline.io.shard_files import remove_uncommitted, uncommitted_files
+    from pipeline.manifest import read_manifest
+    from pipeline.run_lease import describe, liveness
+
+    state, run, _ = liveness(read_manifest(args.output))
+    live = state == "live"
+    if live:
+        print(
+            f"vecap gc: {describe(run or {})} is live on {args.output}: removing only attempt "
+            "files of committed shards",
+            file=sys.stderr,
+        )
+    if args.dry_run:
+        found = uncommitted_files(args.output)
+        paths = found.of_committed if live else found.all
+        for path in paths:
+            print(path)
+        print(f"would remove {len(paths)} uncommitted files", file=sys.stderr)
+        return 0
+    removed = remove_uncommitted(args.output, include_open=not live)
+    print(f"removed {len(removed.all)} uncommitted files ({removed.bytes:,} bytes)")
     return 0

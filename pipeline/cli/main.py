@@ -15,7 +15,7 @@ from collections.abc import Sequence
 # (torch, transformers, beam) inside the command functions so `vecap --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.cli.run",  # vecap run, vecap demo, vecap serve-sample
-    "pipeline.cli.export",  # vecap export-json, vecap validate-json, vecap stats
+    "pipeline.cli.export",  # vecap export-json, validate-json, stats, gc
     "pipeline.cli.report",  # vecap report
     "pipeline.cli.inspect_input",  # vecap inspect-input
     "llava_recap.cli",  # vecap make-tiny-models, vecap caption

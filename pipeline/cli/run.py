@@ -22,6 +22,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "retry": ("retry",),
     "local_wave_shards": ("local_wave_shards",),
     "overwrite": ("overwrite",),
+    "takeover": ("takeover",),
     "progress": ("progress",),
     "input_format": ("reader.input_format",),
     "url_column": ("reader.url_column",),
@@ -142,6 +143,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         action=B,
         default=None,
         help="redo every shard (default: skip finished shards)",
+    )
+    io.add_argument(
+        "--takeover",
+        action=B,
+        default=None,
+        help="run even though the output's last run still looks live (its heartbeat is fresh): "
+        "use when that run is known to be dead (default: refuse)",
     )
     io.add_argument(
         "--progress", action=B, default=None, help="progress bar and summary (default on)"
@@ -280,6 +288,7 @@ def _check_beam_args(beam_args: list[str]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError, build_pipeline_config
     from pipeline.run import RunFailed, run_pipeline
+    from pipeline.run_lease import OutputBusy
 
     try:
         data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
@@ -292,6 +301,9 @@ def _run(args: argparse.Namespace) -> int:
         result = run_pipeline(config)
     except ConfigError as e:
         print(f"vecap run: {e}", file=sys.stderr)
+        return 2
+    except OutputBusy as e:
+        print(f"vecap run: refused: {e}", file=sys.stderr)
         return 2
     except RunFailed as e:
         print(f"vecap run: FAILED: {e}", file=sys.stderr)

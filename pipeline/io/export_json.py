@@ -7,7 +7,8 @@ Policy (also written into ``<name>.export.json`` beside the splits):
 - rows: ``status == "ok"`` (so ``ethics_excluded`` and every failure are out), a non-blank
   caption of the chosen kind (``fused`` -> ``fused_caption``, ``visual`` -> ``visual_caption``,
   ``alt`` -> ``alt_text``), a non-blank URL, and not ``ethics_flagged`` unless asked to include
-  flagged rows; only finished shards (with a stats file) are read.
+  flagged rows; only committed shards (with a stats file) are read, each from the parquet
+  file its stats file names.
 - split: ``hash64(url) % splits`` (FNV-1a over the UTF-8 bytes + MurmurHash3's finaliser), a
   pure function of the URL (not Python's salted ``hash``),
   so the same output gives the same files on every machine and a URL can only ever be in one split.
@@ -38,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.writer import finished_shards, parquet_path
+from pipeline.io.shard_files import committed_parquet_path
+from pipeline.io.writer import finished_shards
 from schemas.status import Status
 
 CAPTION_COLUMNS: dict[str, str] = {
@@ -212,7 +214,8 @@ def export_json(config: ExportConfig) -> ExportResult:
         writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         try:
             for shard_id in sorted(done):  # shard order + uid-sorted shards = uid order
-                for batch in _iter_batches(parquet_path(config.source, shard_id), columns, config):
+                parquet = committed_parquet_path(config.source, done[shard_id])
+                for batch in _iter_batches(parquet, columns, config):
                     _spill_batch(batch, caption_col, config, n_buckets, spill_dir, writers, result)
         finally:
             for w in writers.values():

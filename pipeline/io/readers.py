@@ -19,7 +19,7 @@ import decimal
 import json
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -47,6 +47,7 @@ from pipeline.io.reader_config import (
     add_reader_arguments,
     reader_config_from_args,
 )
+from pipeline.io.shard_files import committed_parquet_urls
 from pipeline.io.shard_plan import (
     FilePart,
     InputShard,
@@ -76,7 +77,7 @@ from pipeline.io.text_formats import (
     scan_jsonl,
     scan_tsv,
 )
-from pipeline.io.writer import parquet_path, read_shard_records
+from pipeline.io.writer import read_shard_records
 from schemas import Record, Status, make_uid
 
 # Files are scanned concurrently: footer reads and object-store reads are latency-bound, and
@@ -457,28 +458,47 @@ class ReadInput(beam.PTransform):
 
 
 class ReadEarlierOutput(beam.PTransform):
-    """Pipeline root -> the records of an earlier vecap output's finished shards (``--from``)."""
+    """Pipeline root -> the records of an earlier vecap output's committed shards (``--from``).
+
+    Each shard is read from exactly the parquet file its stats file names; ``parquets`` (shard
+    id -> URL, from the run's plan) saves reading the stats files again."""
 
     def __init__(
-        self, source: str, shard_ids: Sequence[int], retry_statuses: Sequence[str] = ()
+        self,
+        source: str,
+        shard_ids: Sequence[int],
+        retry_statuses: Sequence[str] = (),
+        parquets: Mapping[int, str] | None = None,
     ) -> None:
         super().__init__()
         self._source = source
         self._shard_ids = list(shard_ids)
         self._retry = frozenset(retry_statuses)
+        self._parquets = dict(parquets) if parquets is not None else None
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        parquets = self._parquets
+        if parquets is None:
+            parquets = committed_parquet_urls(self._source)
+        missing = [sid for sid in self._shard_ids if sid not in parquets]
+        if missing:
+            raise ValueError(f"{self._source}: shards {missing[:5]} are not committed there")
         return (
             pbegin
-            | "EarlierShards" >> beam.Create(self._shard_ids)
+            | "EarlierShards" >> beam.Create([(sid, parquets[sid]) for sid in self._shard_ids])
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadEarlierShard" >> beam.FlatMap(read_earlier_shard, self._source, self._retry)
+            | "ReadEarlierShard" >> beam.FlatMap(_read_earlier, self._retry)
         )
 
 
-def read_earlier_shard(shard_id: int, source: str, retry: frozenset[str]) -> Iterator[Record]:
-    """One finished shard of an earlier output; rows with a ``retry`` status become ok again."""
-    for record in read_shard_records(parquet_path(source, shard_id)):
+def _read_earlier(shard: tuple[int, str], retry: frozenset[str]) -> Iterator[Record]:
+    return read_earlier_shard(shard[1], retry)
+
+
+def read_earlier_shard(parquet: str, retry: frozenset[str]) -> Iterator[Record]:
+    """One committed shard of an earlier output (the parquet its stats file names); rows with a
+    ``retry`` status become ok again."""
+    for record in read_shard_records(parquet):
         if record.status in retry:
             record = record.replace(status=Status.OK.value, error=None)
         yield record

@@ -1,6 +1,7 @@
 """`vecap stats OUT`: totals per status, rows/s per stage, caption lengths, fusion_source shares.
 
-Reads only finished shards (those with a stats file). Counts come from the stats files; caption
+Reads only committed shards (those with a stats file), each from the parquet its stats file
+names; counts the uncommitted attempt files beside them. Counts come from the stats files; caption
 lengths come from the parquet caption columns, read in batches into fixed-size histograms, so
 memory does not grow with the row count.
 """
@@ -17,7 +18,12 @@ import fsspec
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.writer import finished_shards, parquet_path
+from pipeline.io.shard_files import (
+    committed_parquet_path,
+    list_shards,
+    read_stats_files,
+    uncommitted_from_listing,
+)
 
 CAPTION_KINDS: dict[str, str] = {
     "alt": "alt_text",
@@ -71,6 +77,10 @@ class OutputStats:
     caption_lengths: dict[str, LengthSummary] = field(default_factory=dict)
     caption_models: list[str] = field(default_factory=list)
     fusion_models: list[str] = field(default_factory=list)
+    # parquet files no stats file names (failed, killed or losing attempts) and temporaries:
+    # never read; `vecap gc OUT` removes them
+    uncommitted_files: int = 0
+    uncommitted_bytes: int = 0
 
     @property
     def ok_rows(self) -> int:
@@ -83,8 +93,12 @@ class OutputStats:
 def output_stats(output: str, *, caption_lengths: bool = True) -> OutputStats:
     from pipeline.manifest import read_manifest
 
-    done = finished_shards(output)
-    stats = OutputStats(shards=len(done))
+    fs, listing = list_shards(output)
+    done = dict(sorted(read_stats_files(fs, listing.stats).items()))
+    orphans = uncommitted_from_listing(listing, done)
+    stats = OutputStats(
+        shards=len(done), uncommitted_files=len(orphans.all), uncommitted_bytes=orphans.bytes
+    )
     manifest = read_manifest(output) or {}
     planned = (manifest.get("plan") or {}).get("shards_planned")
     stats.shards_planned = int(planned) if planned is not None else None
@@ -116,14 +130,16 @@ def output_stats(output: str, *, caption_lengths: bool = True) -> OutputStats:
     stats.caption_models = sorted(caption_models)
     stats.fusion_models = sorted(fusion_models)
     if caption_lengths:
-        stats.caption_lengths = _caption_lengths(output, sorted(done))
+        stats.caption_lengths = _caption_lengths(
+            [committed_parquet_path(output, s) for s in done.values()]
+        )
     return stats
 
 
-def _caption_lengths(output: str, shard_ids: list[int]) -> dict[str, LengthSummary]:
+def _caption_lengths(parquets: list[str]) -> dict[str, LengthSummary]:
     hists: dict[str, collections.Counter[int]] = {k: collections.Counter() for k in CAPTION_KINDS}
-    for sid in shard_ids:
-        fs, root = fsspec.core.url_to_fs(parquet_path(output, sid))
+    for parquet in parquets:
+        fs, root = fsspec.core.url_to_fs(parquet)
         with fs.open(root, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(
                 batch_size=65_536, columns=list(CAPTION_KINDS.values())
@@ -149,6 +165,11 @@ def format_stats(stats: OutputStats) -> str:
         f"shards finished: {stats.shards}{planned}   rows: {stats.rows}   ok: {stats.ok_rows} "
         f"({_share(stats.ok_rows, stats.rows).strip()})",
     ]
+    if stats.uncommitted_files:
+        lines.append(
+            f"uncommitted attempt files: {stats.uncommitted_files} "
+            f"({stats.uncommitted_bytes:,} bytes; never read; `vecap gc OUT` removes them)"
+        )
     if stats.wall_seconds:
         lines.append(f"wall: {stats.wall_seconds:.1f} s   rows/s: {stats.rows_per_s:.1f}")
     lines.append("")

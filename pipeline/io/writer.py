@@ -1,9 +1,13 @@
-"""Per-shard outputs: ``OUT/shards/part-00042.parquet`` then ``part-00042.stats.json`` (the done marker).
+"""Per-shard outputs: ``OUT/shards/part-00042.<attempt>.parquet``, committed by
+``part-00042.stats.json``.
 
 A shard is the unit of work and of commit. Its rows are buffered by the writer until every row of
 the shard has arrived (the shard plan says how many), checked (rows in == rows out, no duplicate
-uid), sorted by uid and written; the stats file is written last, so a shard with a stats file is
-complete and a shard without one is redone on the next run.
+uid), sorted by uid and written under a name of this attempt's own; then the stats file, which
+names that parquet with its row count and size, is created only if absent. That creation is the
+commit: a shard with a stats file is complete, a second attempt of the same shard (a retried
+bundle, a zombie worker) can never replace or un-commit it, and a parquet no stats file names is
+never read (see ``pipeline.io.shard_files`` for the store-specific create-only writes and gc).
 
 Memory: where the stages between the reader and the writer are fused (Dataflow, Flink), a shard's
 rows travel in the bundle that read the shard, so the writer holds only the shards in flight in
@@ -12,16 +16,15 @@ its bundle (``shard_size`` rows each), never the dataset, and needs no shuffle. 
 or workers), the rows left over at the end of a bundle take a GroupByKey path that completes the
 shard correctly; the Beam counters ``vecap_writer/shards_fused``, ``shards_regrouped`` and
 ``rows_regrouped`` say which path ran, and ``pipeline.run`` bounds the local runner's memory by
-running it in waves of shards.
-
-Atomicity: on local disks the parquet and stats files are written to a hidden temporary name and
-renamed. Object stores (gs://, s3://) have no rename; a single-object upload is atomic there, so
-the files are written under their final names and the stats file, uploaded last, is the commit.
+running it in waves of shards. The parquet file is serialised in memory before it is uploaded
+(about the size of the shard's rows, which are held anyway), so a failure while writing it
+uploads nothing.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 import uuid
@@ -40,10 +43,23 @@ from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.io.shard_files import (
+    SHARDS_DIR,
+    attempt_parquet_name,
+    committed_parquet_path,
+    committed_parquet_urls,
+    committed_shard_ids,
+    committed_shards,
+    list_shards,
+    new_attempt_id,
+    put_bytes,
+    put_if_absent,
+    shards_dir,
+    stats_path,
+)
 from schemas.record import RECORD_SCHEMA, Record
-from schemas.stats import ShardStats, shard_stem
+from schemas.stats import ShardStats
 
-SHARDS_DIR = "shards"
 # The stage boundaries the clock stamps, in pipeline order; "read" is the first.
 READ_STAGE = "read"
 
@@ -78,20 +94,17 @@ class WriterConfig:
 # --------------------------------------------------------------------------- paths
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def shards_dir(output: str) -> str:
-    return _join(output, SHARDS_DIR)
-
-
 def parquet_path(output: str, shard_id: int) -> str:
-    return _join(shards_dir(output), f"{shard_stem(shard_id)}.parquet")
+    """The parquet file shard ``shard_id``'s stats file names (reads that stats file).
 
-
-def stats_path(output: str, shard_id: int) -> str:
-    return _join(shards_dir(output), f"{shard_stem(shard_id)}.stats.json")
+    Raises ``FileNotFoundError`` when the shard is not committed: an uncommitted attempt file
+    is never the shard's parquet."""
+    fs, path = _fs(stats_path(output, shard_id))
+    try:
+        stats = ShardStats.from_json(fs.cat_file(path).decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"shard {shard_id} of {output} is not committed") from None
+    return committed_parquet_path(output, stats)
 
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -99,69 +112,33 @@ def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root
 
 
-def _has_rename(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return bool({"file", "local"} & set(protocols))
-
-
-def _shard_id_from_name(name: str, suffix: str) -> int | None:
-    base = name.rsplit("/", 1)[-1]
-    if not (base.startswith("part-") and base.endswith(suffix)):
-        return None
-    digits = base[len("part-") : -len(suffix)]
-    return int(digits) if digits.isdigit() else None
-
-
 def finished_shard_ids(output: str) -> set[int]:
-    """Ids of the shards with a stats file: one listing, no file read (resume planning)."""
-    fs, root = _fs(shards_dir(output))
-    if not fs.exists(root):
-        return set()
-    ids = (_shard_id_from_name(n, ".stats.json") for n in fs.glob(_join(root, "part-*.stats.json")))
-    return {i for i in ids if i is not None}
+    """Ids of the committed shards (with a stats file): one listing, no file read."""
+    return committed_shard_ids(output)
 
 
 def finished_shards(output: str) -> dict[int, ShardStats]:
-    """Shards with a stats file (the done marker), read back; {} when the output does not exist."""
-    fs, root = _fs(shards_dir(output))
-    if not fs.exists(root):
-        return {}
-    done: dict[int, ShardStats] = {}
-    for name in fs.glob(_join(root, "part-*.stats.json")):
-        shard_id = _shard_id_from_name(name, ".stats.json")
-        if shard_id is None:
-            continue
-        with fs.open(name, "r") as f:
-            done[shard_id] = ShardStats.from_json(f.read())
-    return done
+    """Committed shards' stats, read in bulk (one listing, one batched read); {} when the output
+    does not exist."""
+    return committed_shards(output)
 
 
 def read_stats(output: str, shard_ids: Iterable[int]) -> dict[int, ShardStats]:
-    """The stats of those of ``shard_ids`` that are finished."""
-    fs, _ = _fs(output)
-    out: dict[int, ShardStats] = {}
-    for sid in shard_ids:
-        _, path = _fs(stats_path(output, sid))
-        if fs.exists(path):
-            with fs.open(path, "r") as f:
-                out[sid] = ShardStats.from_json(f.read())
-    return out
+    """The stats of those of ``shard_ids`` that are committed (one listing, one batched read)."""
+    return committed_shards(output, shard_ids)
 
 
 def finished_parquet_paths(output: str) -> list[str]:
-    """Full paths (with protocol) of the parquet files of finished shards, in shard order."""
-    return [parquet_path(output, sid) for sid in sorted(finished_shards(output))]
+    """Full paths (with protocol) of the parquet files the stats files name, in shard order."""
+    return list(committed_parquet_urls(output).values())
 
 
 def remove_stale_temporaries(output: str) -> int:
-    """Delete temporaries a killed run left behind; returns how many."""
-    fs, root = _fs(shards_dir(output))
-    if not fs.exists(root):
-        return 0
-    stale = fs.glob(_join(root, ".part-*.tmp-*"))
-    for name in stale:
-        fs.rm(name)
-    return len(stale)
+    """Delete local-disk temporaries a killed run left behind; returns how many."""
+    fs, listing = list_shards(output)
+    if listing.temporaries:
+        fs.rm(listing.temporaries)
+    return len(listing.temporaries)
 
 
 # --------------------------------------------------------------------------- reading back
@@ -178,24 +155,6 @@ def read_shard_records(path: str, columns: Sequence[str] | None = None) -> Itera
 
 
 # --------------------------------------------------------------------------- writing one shard
-
-
-def _write_bytes_atomic(fs: fsspec.AbstractFileSystem, final: str, write: Any) -> None:
-    """Call ``write(file)`` into a temporary then rename, or straight to ``final`` on object stores."""
-    if not _has_rename(fs):
-        with fs.open(final, "wb") as f:
-            write(f)
-        return
-    parent, base = final.rsplit("/", 1)
-    tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with fs.open(tmp, "wb") as f:
-            write(f)
-        fs.mv(tmp, final)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
 
 
 def check_shard(shard_id: int, records: Sequence[Record], expected_rows: int) -> None:
@@ -251,6 +210,40 @@ def records_table(records: Sequence[Record], keep_images: bool = True) -> pa.Tab
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
 
 
+def parquet_bytes(config: WriterConfig, rows: Sequence[Record]) -> bytes:
+    """The shard's parquet file, serialised in memory (the shard's rows are in memory anyway)."""
+    compression = None if config.compression == "none" else config.compression
+    binary_cols = {"jpg"}  # statistics and dictionaries of image bytes are waste
+    stat_cols = [f.name for f in RECORD_SCHEMA if f.name not in binary_cols]
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        sink,
+        RECORD_SCHEMA,
+        compression=compression,
+        compression_level=config.compression_level,
+        use_dictionary=stat_cols,
+        write_statistics=stat_cols,
+    ) as writer:
+        step = config.rows_per_row_group
+        for start in range(0, len(rows), step):
+            writer.write_table(
+                records_table(rows[start : start + step], config.keep_images),
+                row_group_size=step,
+            )
+        if not rows:  # an empty shard is still a valid file with the schema
+            writer.write_table(RECORD_SCHEMA.empty_table())
+    return sink.getvalue().to_pybytes()
+
+
+def read_committed_stats(output: str, shard_id: int) -> ShardStats | None:
+    """The shard's stats file, or None if the shard is not committed."""
+    fs, path = _fs(stats_path(output, shard_id))
+    try:
+        return ShardStats.from_json(fs.cat_file(path).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+
+
 def write_shard(
     config: WriterConfig,
     shard_id: int,
@@ -260,47 +253,47 @@ def write_shard(
     stage_seconds: Mapping[str, float] | None = None,
     started_at: float | None = None,
 ) -> ShardStats:
-    """Check, sort, write the parquet file, then the stats file (the commit). Returns the stats."""
+    """Check and sort the rows, upload them as this attempt's own parquet file, then commit by
+    creating the stats file, which names that parquet, only if it does not exist yet.
+
+    Returns the shard's committed stats: this attempt's, or, when another attempt committed
+    first (before this one started or while it wrote), that attempt's; this attempt's parquet
+    is then deleted (an uncommitted attempt file, never read). A failure anywhere uploads
+    nothing or leaves an uncommitted attempt file: never a commit.
+    """
     rows = sorted(records, key=lambda r: r.uid)
     check_shard(shard_id, rows, expected_rows)
-    fs, _ = _fs(config.output)
-    fs.makedirs(_fs(shards_dir(config.output))[1], exist_ok=True)
-    _, final_parquet = _fs(parquet_path(config.output, shard_id))
-    _, final_stats = _fs(stats_path(config.output, shard_id))
-    # A redo must never leave an old done marker beside a new, half-written parquet file.
-    if fs.exists(final_stats):
-        fs.rm(final_stats)
-
-    compression = None if config.compression == "none" else config.compression
-    binary_cols = {"jpg"}  # statistics and dictionaries of image bytes are waste
-    stat_cols = [f.name for f in RECORD_SCHEMA if f.name not in binary_cols]
-
-    def write_parquet(f: Any) -> None:
-        with pq.ParquetWriter(
-            f,
-            RECORD_SCHEMA,
-            compression=compression,
-            compression_level=config.compression_level,
-            use_dictionary=stat_cols,
-            write_statistics=stat_cols,
-        ) as writer:
-            step = config.rows_per_row_group
-            for start in range(0, len(rows), step):
-                writer.write_table(
-                    records_table(rows[start : start + step], config.keep_images),
-                    row_group_size=step,
-                )
-            if not rows:  # an empty shard is still a valid file with the schema
-                writer.write_table(RECORD_SCHEMA.empty_table())
+    committed = read_committed_stats(config.output, shard_id)
+    if committed is not None:  # never written again: a retry or a second attempt of a bundle
+        _SHARDS_ALREADY_COMMITTED.inc()
+        return committed
+    fs, shards_root = _fs(shards_dir(config.output))
+    fs.makedirs(shards_root, exist_ok=True)
+    attempt = new_attempt_id()
+    name = attempt_parquet_name(shard_id, attempt)
+    parquet = f"{shards_root.rstrip('/')}/{name}"
 
     t0 = time.time()
-    _write_bytes_atomic(fs, final_parquet, write_parquet)
+    data = parquet_bytes(config, rows)
+    put_bytes(fs, parquet, data)
     seconds = dict(stage_seconds or {})
     seconds["write"] = time.time() - t0
     stats = shard_stats(shard_id, rows, stage_seconds=seconds, started_at=started_at)
-    payload = stats.to_json().encode()
-    _write_bytes_atomic(fs, final_stats, lambda f: f.write(payload))
-    return stats
+    stats.parquet, stats.parquet_bytes, stats.attempt = name, len(data), attempt
+    _, final_stats = _fs(stats_path(config.output, shard_id))
+    if put_if_absent(fs, final_stats, stats.to_json().encode()):
+        return stats
+    # another attempt committed this shard while this one wrote: its commit stands
+    _COMMITS_LOST.inc()
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(parquet)
+    winner = read_committed_stats(config.output, shard_id)
+    if winner is None:
+        raise RuntimeError(
+            f"shard {shard_id}: the stats file existed a moment ago and is gone now; is "
+            "another run clearing this output (--overwrite)?"
+        )
+    return winner
 
 
 # --------------------------------------------------------------------------- stage clock
@@ -369,6 +362,10 @@ METRICS_NAMESPACE = "vecap_writer"
 _SHARDS_FUSED = Metrics.counter(METRICS_NAMESPACE, "shards_fused")
 _SHARDS_REGROUPED = Metrics.counter(METRICS_NAMESPACE, "shards_regrouped")
 _ROWS_REGROUPED = Metrics.counter(METRICS_NAMESPACE, "rows_regrouped")
+# a shard found committed when its rows reached the writer (a retried bundle), and commits this
+# attempt lost to a concurrent one: both leave the first commit in place
+_SHARDS_ALREADY_COMMITTED = Metrics.counter(METRICS_NAMESPACE, "shards_already_committed")
+_COMMITS_LOST = Metrics.counter(METRICS_NAMESPACE, "commits_lost")
 
 
 class StageClockFn(beam.DoFn):
@@ -514,6 +511,8 @@ __all__ = [
     "new_clock",
     "parquet_path",
     "read_shard_records",
+    "parquet_bytes",
+    "read_committed_stats",
     "read_stats",
     "records_table",
     "remove_stale_temporaries",

@@ -1,24 +1,21 @@
 """Find the finished shards of a vecap output, and its manifest, on any fsspec filesystem.
 
-A shard is finished when its stats file exists: the writer commits the parquet first and the
-stats file last, so a parquet without stats is still being written (or was cut off by a crash)
-and is never read.
+A shard is finished when its stats file exists: the stats file is the commit and names the
+parquet file it covers; every other parquet in the folder is an uncommitted write attempt
+(in flight, failed, killed, or a lost race) and is never read.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
 
+from pipeline.io.shard_files import committed_parquet_name, parse_parquet_name, parse_stats_name
 from schemas.stats import ShardStats, shard_stem
-
-_PARQUET_RE = re.compile(r"^part-(\d+)\.parquet$")
-_STATS_RE = re.compile(r"^part-(\d+)\.stats\.json$")
 
 
 @dataclass(frozen=True)
@@ -60,16 +57,21 @@ def scan_output(output_dir: str) -> OutputScan:
 
     shards_dir = f"{root}/shards"
     names = [_basename(p) for p in fs.ls(shards_dir, detail=False)] if fs.isdir(shards_dir) else []
-    parquet_ids = {int(m.group(1)) for n in names if (m := _PARQUET_RE.match(n))}
-    stats_ids = {int(m.group(1)) for n in names if (m := _STATS_RE.match(n))}
+    parquet_names: dict[int, set[str]] = {}
+    for n in names:
+        parsed = parse_parquet_name(n)
+        if parsed is not None:
+            parquet_names.setdefault(parsed[0], set()).add(n)
+    stats_ids = {sid for n in names if (sid := parse_stats_name(n)) is not None}
 
     wanted = {}
     for shard_id in sorted(stats_ids):
-        stem = shard_stem(shard_id)
-        if shard_id not in parquet_ids:
-            scan.problems.append(f"{stem}: stats file without its parquet file; shard skipped")
+        if shard_id not in parquet_names:
+            scan.problems.append(
+                f"{shard_stem(shard_id)}: stats file without its parquet file; shard skipped"
+            )
             continue
-        wanted[shard_id] = f"{shards_dir}/{stem}.stats.json"
+        wanted[shard_id] = f"{shards_dir}/{shard_stem(shard_id)}.stats.json"
     # One batched read: object stores (gcsfs, s3fs) fetch these concurrently, which matters
     # with tens of thousands of shards.
     contents = fs.cat(list(wanted.values()), on_error="return") if wanted else {}
@@ -86,8 +88,14 @@ def scan_output(output_dir: str) -> OutputScan:
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             scan.problems.append(f"{stem}: unreadable stats file ({exc}); shard skipped")
             continue
-        scan.finished.append(FinishedShard(shard_id, f"{shards_dir}/{stem}.parquet", stats))
-    scan.in_progress = sorted(parquet_ids - stats_ids)
+        parquet = committed_parquet_name(stats)
+        if parquet not in parquet_names.get(shard_id, set()):
+            scan.problems.append(
+                f"{stem}: stats file without its parquet file ({parquet}); shard skipped"
+            )
+            continue
+        scan.finished.append(FinishedShard(shard_id, f"{shards_dir}/{parquet}", stats))
+    scan.in_progress = sorted(set(parquet_names) - stats_ids)
     return scan
 
 
@@ -99,6 +107,10 @@ def _check_stats(stats: ShardStats, shard_id: int) -> None:
     """Types the report relies on; a stats file is data from disk and may be anything."""
     if stats.shard_id != shard_id:
         raise ValueError(f"says shard_id {stats.shard_id!r}")
+    if not isinstance(stats.parquet, str) or (
+        stats.parquet and parse_parquet_name(stats.parquet) != (shard_id, stats.attempt or None)
+    ):
+        raise ValueError(f"names parquet {stats.parquet!r}, not one of this shard's")
     if not isinstance(stats.rows, int) or isinstance(stats.rows, bool) or stats.rows < 0:
         raise ValueError(f"rows is {stats.rows!r}")
     if not (_is_number(stats.started_at) and _is_number(stats.finished_at)):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.writer import parquet_path, shard_stats, shards_dir, stats_path
+from pipeline.io.shard_files import attempt_parquet_name, new_attempt_id
+from pipeline.io.writer import shard_stats, shards_dir, stats_path
 from schemas import RECORD_SCHEMA, Record, make_uid
 from schemas.stats import ShardStats
 
@@ -52,11 +53,15 @@ def write_synthetic_output(
         table = pa.Table.from_pydict(
             {f.name: cols.get(f.name, [None] * n) for f in RECORD_SCHEMA}, schema=RECORD_SCHEMA
         )
-        pq.write_table(table, parquet_path(out, shard_id), compression="zstd")
+        attempt = new_attempt_id()
+        name = attempt_parquet_name(shard_id, attempt)
+        pq.write_table(table, f"{shards_dir(out)}/{name}", compression="zstd")
         stats: ShardStats = shard_stats(
             shard_id, [Record(uid="x", shard_id=shard_id, row_index=0)] * 0
         )
         stats.rows = n
+        stats.parquet, stats.attempt = name, attempt
+        stats.parquet_bytes = os.path.getsize(f"{shards_dir(out)}/{name}")
         n_failed = sum(failed)
         stats.status_counts = {
             k: v for k, v in (("http_error", n_failed), ("ok", n - n_failed)) if v

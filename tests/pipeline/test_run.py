@@ -103,10 +103,12 @@ def test_download_only_run_resume_and_manifest(sample_table, tmp_path):
     assert again.status == "nothing_to_do" and again.plan.todo == []
 
     # lose one shard's done marker (a crash before its commit): only that shard is redone
+    lost = Path(parquet_path(out, 1))
     Path(stats_path(out, 1)).unlink()
-    Path(parquet_path(out, 1)).write_bytes(b"half a file")
+    lost.write_bytes(b"half a file")
     redo = run_pipeline(build_pipeline_config(_config(sample_table, out)), stream=io.StringIO())
     assert redo.plan.todo == [1] and set(redo.written) == {1}
+    assert not lost.exists()  # the uncommitted attempt went when every shard was committed
     assert rows_of(out, ("jpg",)) == [{k: v for k, v in r.items() if k != "jpg"} for r in first]
     assert len(read_manifest(out)["runs"]) == 3
 

@@ -76,9 +76,12 @@ def test_write_shard_sorted_schema_and_stats_last(tmp_path):
     back = list(read_shard_records(parquet_path(str(tmp_path), 3)))
     assert [r.uid for r in back] == sorted(r.uid for r in rows)
     assert back[1].jpg == b"\xff\xd8fake" * 3 and back[0].jpg is None  # failed rows drop bytes
-    # no temporaries left behind
+    # the stats file names this attempt's parquet with its size; no temporaries left behind
+    parquet = tmp_path / "shards" / on_disk.parquet
+    assert on_disk.parquet == f"part-00003.{on_disk.attempt}.parquet" and len(on_disk.attempt) == 16
+    assert on_disk.parquet_bytes == parquet.stat().st_size
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
-        "part-00003.parquet",
+        on_disk.parquet,
         "part-00003.stats.json",
     ]
 
@@ -99,19 +102,23 @@ def test_short_or_duplicated_shard_is_never_marked_done(tmp_path, mutate, messag
     assert finished_shards(str(tmp_path)) == {}
 
 
-def test_redo_removes_old_marker_first_and_stale_temporaries(tmp_path):
+def test_a_committed_shard_is_never_rewritten_and_stale_temporaries_go(tmp_path):
     cfg = WriterConfig(output=str(tmp_path))
-    write_shard(cfg, 0, _records(0, 3), 3)
-    (tmp_path / "shards" / ".part-00001.parquet.tmp-abc").write_bytes(b"half")
+    first = write_shard(cfg, 0, _records(0, 3), 3)
+    (tmp_path / "shards" / ".part-00001.x.parquet.tmp-abc").write_bytes(b"half")
     assert remove_stale_temporaries(str(tmp_path)) == 1
     with pytest.raises(ShardIntegrityError):
         write_shard(cfg, 0, _records(0, 2), 3)
     # a failed redo is refused before touching anything: the earlier complete shard stays valid
     assert finished_shards(str(tmp_path))[0].rows == 3
     assert len(list(read_shard_records(parquet_path(str(tmp_path), 0)))) == 3
-    # a good redo replaces it
-    write_shard(cfg, 0, _records(0, 4), 4)
-    assert finished_shards(str(tmp_path))[0].rows == 4
+    # a second attempt of a committed shard (a retried bundle) writes nothing and gets the commit
+    again = write_shard(cfg, 0, _records(0, 4), 4)
+    assert again == first and finished_shards(str(tmp_path))[0].rows == 3
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        first.parquet,
+        "part-00000.stats.json",
+    ]
 
 
 def test_keep_images_false_and_memory_filesystem():

@@ -1,0 +1,392 @@
+"""The files of an output's ``shards/`` folder: names, the create-only commit, bulk reads, gc.
+
+Layout (one folder, flat, so one listing sees everything)::
+
+    OUT/shards/part-00042.<attempt>.parquet   one per write attempt, a unique name
+    OUT/shards/part-00042.stats.json          the commit: created only if absent, names the
+                                              parquet it covers with its row count and size
+
+Object stores have no rename and runners retry bundles (a lost lease, a zombie worker,
+speculative execution), so two attempts of one shard may run at once. Each attempt uploads its
+parquet under its own name, then tries to *create* the stats file: exactly one attempt can win
+(S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, local ``link(2)``), and a commit can
+never be replaced or removed by a later attempt. A parquet that no stats file names is an
+*uncommitted attempt file*: a lost race, a failed or killed attempt. Readers never read it;
+``vecap gc`` and the end of a complete run remove it.
+
+Outputs written before attempt names existed (``part-00042.parquet``, a stats file without a
+``parquet`` field) are still read: such a stats file covers the legacy name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import fsspec
+
+from schemas.stats import ShardStats, shard_stem
+
+SHARDS_DIR = "shards"
+# part-00042.parquet (legacy) or part-00042.<attempt>.parquet
+_PARQUET_RE = re.compile(r"^part-(\d+)(?:\.([0-9A-Za-z_-]+))?\.parquet$")
+_STATS_RE = re.compile(r"^part-(\d+)\.stats\.json$")
+# temporaries of the local-disk writer (write + rename / link): ".part-00042....tmp-<hex>"
+_TEMP_RE = re.compile(r"^\.part-\d+\..*\.tmp-[0-9a-f]+$")
+
+
+class CommitNotSupported(RuntimeError):
+    """The filesystem offers no create-only write, so a commit could replace another."""
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def shards_dir(output: str) -> str:
+    return _join(output, SHARDS_DIR)
+
+
+def new_attempt_id() -> str:
+    """A name no other attempt of any shard uses: 16 hex digits of a random uuid."""
+    return uuid.uuid4().hex[:16]
+
+
+def attempt_parquet_name(shard_id: int, attempt: str) -> str:
+    return f"{shard_stem(shard_id)}.{attempt}.parquet"
+
+
+def legacy_parquet_name(shard_id: int) -> str:
+    """``part-00042.parquet``: what outputs written before attempt names hold."""
+    return f"{shard_stem(shard_id)}.parquet"
+
+
+def stats_name(shard_id: int) -> str:
+    return f"{shard_stem(shard_id)}.stats.json"
+
+
+def stats_path(output: str, shard_id: int) -> str:
+    return _join(shards_dir(output), stats_name(shard_id))
+
+
+def committed_parquet_name(stats: ShardStats) -> str:
+    """The parquet file a stats file commits (the legacy name when the stats file predates
+    attempt names)."""
+    return stats.parquet or legacy_parquet_name(stats.shard_id)
+
+
+def committed_parquet_path(output: str, stats: ShardStats) -> str:
+    return _join(shards_dir(output), committed_parquet_name(stats))
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parse_parquet_name(name: str) -> tuple[int, str | None] | None:
+    """(shard id, attempt or None for the legacy name), or None if not a shard parquet."""
+    m = _PARQUET_RE.match(basename(name))
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def parse_stats_name(name: str) -> int | None:
+    m = _STATS_RE.match(basename(name))
+    return int(m.group(1)) if m else None
+
+
+def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    return set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def put_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (as far as the store allows).
+
+    The bytes are complete before anything is sent, so a failure while producing them uploads
+    nothing (fsspec's buffered file, by contrast, finishes its upload on ``__exit__`` even when
+    an exception is propagating). On local disks the file is written under a hidden temporary
+    name and renamed; object stores make a single PUT (or a multipart upload that s3fs aborts
+    on error) visible only when complete.
+    """
+    if is_local(fs):
+        parent, base = path.rsplit("/", 1)
+        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    fs.pipe_file(path, data)
+
+
+_memory_lock = threading.Lock()
+
+
+def put_if_absent(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    Atomic where the store allows it: local disks write a temporary and ``link(2)`` it to the
+    final name (fails if the name exists, and the name never shows a half-written file); S3
+    sends ``If-None-Match: *`` (s3fs ``mode="create"``; AWS S3 since 2024, MinIO, moto); GCS
+    ``ifGenerationMatch=0`` (gcsfs ``mode="create"``); ``memory://`` checks under a lock
+    (one process). Any other store raises :class:`CommitNotSupported` rather than risk a
+    second attempt replacing a commit.
+    """
+    protocols = _protocols(fs)
+    if is_local(fs):
+        parent, base = path.rsplit("/", 1)
+        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    if "memory" in protocols:
+        with _memory_lock:
+            if fs.exists(path):
+                return False
+            fs.pipe_file(path, data)
+            return True
+    if protocols & {"s3", "s3a", "gs", "gcs"}:
+        try:
+            fs.pipe_file(path, data, mode="create")
+            return True
+        except TypeError as e:  # an s3fs/gcsfs from before exclusive writes (fsspec 2025.2)
+            raise CommitNotSupported(
+                f"{type(fs).__name__} {getattr(fs, '__version__', '')} has no exclusive write "
+                f"(pipe_file mode='create'): upgrade s3fs/gcsfs ({e})"
+            ) from e
+        except FileExistsError:
+            return False
+        except OSError as e:
+            # s3fs maps 412 to FileExistsError only when the server names the condition;
+            # servers that do not (some S3-compatible stores) give a plain precondition error
+            if "precondition" in str(e).lower():
+                return False
+            raise
+    raise CommitNotSupported(
+        f"{sorted(protocols)}: no create-only write known for this filesystem, so a shard "
+        "commit could replace another attempt's; write outputs to a local disk, s3:// or gs://"
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ShardListing:
+    """One listing of ``OUT/shards``: every file sorted into stats files, parquets, temporaries.
+
+    Names are paths on the listing's filesystem (no protocol)."""
+
+    root: str
+    stats: dict[int, str] = field(default_factory=dict)  # shard id -> stats file
+    parquets: dict[int, dict[str, int]] = field(default_factory=dict)  # id -> {path: size}
+    temporaries: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+
+def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
+    """One listing of the output's shards folder (no file read); empty if it does not exist."""
+    fs, root = fs_and_path(shards_dir(output))
+    root = root.rstrip("/")
+    listing = ShardListing(root=root)
+    try:
+        fs.invalidate_cache(root)  # s3fs/gcsfs cache listings: another process wrote here
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return fs, listing
+    for entry in entries:
+        name = entry["name"]
+        if entry.get("type") == "directory":
+            continue
+        base = basename(name)
+        sid = parse_stats_name(base)
+        if sid is not None:
+            listing.stats[sid] = name
+            continue
+        parsed = parse_parquet_name(base)
+        if parsed is not None:
+            listing.parquets.setdefault(parsed[0], {})[name] = int(entry.get("size") or 0)
+        elif _TEMP_RE.match(base):
+            listing.temporaries.append(name)
+        else:
+            listing.other.append(name)
+    return fs, listing
+
+
+def read_stats_files(
+    fs: fsspec.AbstractFileSystem, paths: Mapping[int, str]
+) -> dict[int, ShardStats]:
+    """Read many stats files in one batched ``cat`` (object stores fetch them concurrently).
+
+    A stats file that vanished between listing and reading is skipped (``--overwrite`` of a
+    concurrent run); one that cannot be parsed raises: a commit marker is never silently
+    ignored."""
+    if not paths:
+        return {}
+    by_path = {p: sid for sid, p in paths.items()}
+    contents = fs.cat(list(by_path), on_error="return")
+    out: dict[int, ShardStats] = {}
+    for path, sid in by_path.items():
+        data = contents.get(path)
+        if data is None or isinstance(data, FileNotFoundError):
+            continue
+        if isinstance(data, BaseException):
+            raise OSError(f"reading {path}: {data}") from data
+        try:
+            stats = ShardStats.from_json(data.decode("utf-8"))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: not a vecap stats file ({e})") from e
+        if stats.shard_id != sid:
+            raise ValueError(f"{path}: says shard_id {stats.shard_id}")
+        out[sid] = stats
+    return out
+
+
+def committed_shards(output: str, shard_ids: Iterable[int] | None = None) -> dict[int, ShardStats]:
+    """The committed shards (those with a stats file), read back in bulk: one listing and one
+    batched read. ``shard_ids`` limits which are read. {} when the output does not exist."""
+    fs, listing = list_shards(output)
+    wanted = listing.stats
+    if shard_ids is not None:
+        keep = set(shard_ids)
+        wanted = {sid: p for sid, p in wanted.items() if sid in keep}
+    return dict(sorted(read_stats_files(fs, wanted).items()))
+
+
+def committed_shard_ids(output: str) -> set[int]:
+    """Ids of the committed shards: one listing, no file read (resume planning)."""
+    return set(list_shards(output)[1].stats)
+
+
+def committed_parquet_urls(output: str) -> dict[int, str]:
+    """Shard id -> the URL of the parquet its stats file names, in shard order."""
+    return {sid: committed_parquet_path(output, s) for sid, s in committed_shards(output).items()}
+
+
+@dataclass
+class UncommittedFiles:
+    """Attempt files no stats file names, and local temporaries.
+
+    ``of_committed``: attempts of shards that are committed: garbage forever (a commit can
+    never be replaced, so nothing can ever name them). ``of_open``: attempts of shards not
+    committed yet: garbage unless a run is writing that shard right now."""
+
+    of_committed: list[str] = field(default_factory=list)
+    of_open: list[str] = field(default_factory=list)
+    temporaries: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.of_committed, *self.of_open, *self.temporaries]
+
+
+def uncommitted_files(output: str) -> UncommittedFiles:
+    fs, listing = list_shards(output)
+    stats = read_stats_files(fs, listing.stats)
+    return uncommitted_from_listing(listing, stats)
+
+
+def uncommitted_from_listing(
+    listing: ShardListing, stats: Mapping[int, ShardStats]
+) -> UncommittedFiles:
+    out = UncommittedFiles(temporaries=sorted(listing.temporaries))
+    for sid, files in sorted(listing.parquets.items()):
+        named = committed_parquet_name(stats[sid]) if sid in stats else None
+        for path, size in sorted(files.items()):
+            if basename(path) == named:
+                continue
+            (out.of_committed if sid in stats else out.of_open).append(path)
+            out.bytes += size
+    return out
+
+
+def remove_uncommitted(output: str, *, include_open: bool = True) -> UncommittedFiles:
+    """Delete uncommitted attempt files (one bulk delete); never a file a stats file names.
+
+    ``include_open=False`` keeps attempts of shards not committed yet (a run may still be
+    writing them). Returns what was deleted."""
+    fs, listing = list_shards(output)
+    stats = read_stats_files(fs, listing.stats)
+    found = uncommitted_from_listing(listing, stats)
+    if not include_open:
+        found.of_open = []
+        found.temporaries = []
+    paths = found.all
+    if paths:
+        fs.rm(paths)
+        fs.invalidate_cache(listing.root)
+    return found
+
+
+def remove_all_shard_files(output: str) -> int:
+    """``--overwrite``: every file of the shards folder, in one listing and one bulk delete.
+    Stats files go first, so a crash midway never leaves a commit naming a deleted parquet."""
+    fs, listing = list_shards(output)
+    commits = list(listing.stats.values())
+    rest = [p for files in listing.parquets.values() for p in files] + listing.temporaries
+    if commits:
+        fs.rm(commits)
+    if rest:
+        fs.rm(rest)
+    fs.invalidate_cache(listing.root)
+    return len(commits) + len(rest)
+
+
+__all__ = [
+    "SHARDS_DIR",
+    "CommitNotSupported",
+    "ShardListing",
+    "UncommittedFiles",
+    "attempt_parquet_name",
+    "committed_parquet_name",
+    "committed_parquet_path",
+    "committed_parquet_urls",
+    "committed_shard_ids",
+    "committed_shards",
+    "legacy_parquet_name",
+    "list_shards",
+    "new_attempt_id",
+    "parse_parquet_name",
+    "parse_stats_name",
+    "put_bytes",
+    "put_if_absent",
+    "read_stats_files",
+    "remove_all_shard_files",
+    "remove_uncommitted",
+    "shards_dir",
+    "stats_name",
+    "stats_path",
+    "uncommitted_files",
+    "uncommitted_from_listing",
+]
