@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--prompt-file", default=None, help="user prompt file")
     cmd.add_argument("--fallback", default="visual", choices=("visual", "alt", "none"))
     cmd.add_argument(
+        "--chat-template",
+        default="auto",
+        help="auto (the model's own, else its family's), a family (vicuna_v1.1, llama-2, "
+        "mistral, llama-3, chatml, qwen2.5), raw, or a jinja file",
+    )
+    cmd.add_argument(
         "--generate",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -40,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _fuse_preview(args: argparse.Namespace) -> int:
     from llm_fusion.config import FusionConfig
     from llm_fusion.fusion_rules import FusionRules
-    from llm_fusion.handler import RAW_TEMPLATE
-    from pipeline.generation import GenerationConfig, load_generator, render_chat
+    from pipeline.generation import ChatTemplateError, GenerationConfig, load_generator
+    from pipeline.generation.chat import render_chat, tokenizer_adds_bos
+    from pipeline.generation.templates import chat_template_choice, resolve_template
     from schemas import Record
 
     try:
@@ -56,8 +63,10 @@ def _fuse_preview(args: argparse.Namespace) -> int:
             prompt_id=args.prompt or FusionConfig.prompt_id,
             prompt_file=args.prompt_file,
             fallback=args.fallback,
+            chat_template=args.chat_template,
         )
         rules = FusionRules.from_config(config)
+        choice = chat_template_choice(config.chat_template)
     except (ValueError, TypeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -71,16 +80,32 @@ def _fuse_preview(args: argparse.Namespace) -> int:
         print(f"caption: {planned.fused_caption}")
         return 0
 
-    if args.generate:
-        generator = load_generator(generation, multimodal=False)
-        processor = generator.processor
-    else:
-        from transformers import AutoTokenizer
+    user = rules.user_text(record)
+    try:
+        if args.generate:
+            generator = load_generator(generation, multimodal=False)
+            resolved = generator.resolve_chat_template(choice)
+            prompt = generator.render_prompts([user], chat_template=choice)[0]
+        else:
+            from transformers import AutoTokenizer
 
-        generator, processor = None, AutoTokenizer.from_pretrained(args.model)
-    prompt = render_chat(
-        processor, rules.user_text(record), image=False, fallback_template=RAW_TEMPLATE
-    )
+            generator, tokenizer = None, AutoTokenizer.from_pretrained(args.model)
+            resolved = resolve_template(choice, tokenizer, args.model)
+            prompt = (
+                user
+                if resolved.template is None
+                else render_chat(
+                    tokenizer,
+                    user,
+                    image=False,
+                    template=resolved.template,
+                    tokenizer_adds_bos=tokenizer_adds_bos(tokenizer),
+                )
+            )
+    except ChatTemplateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"chat template: {resolved.source}")
     print("---- prompt (after the chat template) ----")
     print(prompt)
     print("---- end of prompt ----")

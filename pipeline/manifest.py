@@ -96,6 +96,7 @@ def prompt_record(config: Any) -> dict[str, Any]:
             "prompt_id": prompt.prompt_id,
             "prompt_text": prompt.template,
             "fallback": f.fallback,
+            **_chat_template_record(f.chat_template, f.generation),
         }
     if config.ethics is not None:
         from llm_fusion.ethics_prompts import ETHICS_PROMPTS
@@ -110,7 +111,15 @@ def prompt_record(config: Any) -> dict[str, Any]:
             "blocklist_terms": len(e.blocklist),
             "blocklist_file": e.blocklist_file,
         }
+        if e.generation is not None:
+            out["ethics"].update(_chat_template_record(e.chat_template, e.generation))
     return out
+
+
+def _chat_template_record(value: str, generation: Any) -> dict[str, Any]:
+    from pipeline.generation.templates import describe_chat_template
+
+    return describe_chat_template(value, generation.model, generation.trust_remote_code)
 
 
 def start_manifest(

@@ -151,8 +151,60 @@ def resolve_template(
     return ResolvedTemplate(f"fallback:{family}", family_template(family))
 
 
+def _local_checkpoint(model: str) -> str | None:
+    """A directory holding ``model`` on this machine (itself, or its hub-cache snapshot), found
+    without any network call; None when it is not here."""
+    import os
+
+    if os.path.isdir(model):
+        return model
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id: not a hub checkpoint either
+        return None
+    return os.path.dirname(found) if isinstance(found, str) else None
+
+
+def describe_chat_template(value: str, model: str, trust_remote_code: bool = False) -> dict:
+    """What the manifest records about a text stage's chat template.
+
+    ``chat_template``: the configured value; ``resolved``: what it means for this model
+    (``tokenizer``, ``fallback:<family>``, a family, ``raw``, ``file:<path>``), worked out from
+    local files only (a local checkpoint or its hub-cache snapshot: no network at launch) — None
+    when they are not here, and the workers then log what they use; ``template_sha256`` of the jinja
+    (and the text itself for a file). A choice that cannot work raises here, before the run.
+    """
+    import hashlib
+
+    choice = chat_template_choice(value)
+    out: dict[str, Any] = {"chat_template": value, "resolved": None, "template_sha256": None}
+    if choice.text is not None:
+        out["template_text"] = choice.text
+    tokenizer = config = None
+    if choice == AUTO:
+        local = _local_checkpoint(model)
+        if local is None:
+            _LOG.info("%s is not on this machine: the workers resolve its chat template", model)
+            return out
+        from transformers import AutoConfig, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
+        if _chat_template(tokenizer) is None:
+            config = AutoConfig.from_pretrained(local, trust_remote_code=trust_remote_code)
+    resolved = resolve_template(choice, tokenizer, model, trust_remote_code, config)
+    out["resolved"] = resolved.source
+    if resolved.template is not None:
+        out["template_sha256"] = hashlib.sha256(resolved.template.encode("utf-8")).hexdigest()
+    return out
+
+
 __all__ = [
     "CHOICES_HELP",
+    "describe_chat_template",
     "FAMILIES",
     "RAW",
     "chat_template_choice",

@@ -46,3 +46,15 @@ def test_preview_rejects_an_unknown_prompt(capsys) -> None:
     code = main(["fuse-preview", "--model", "m", "--alt", "a", "--visual", "b", "--prompt", "x"])
     assert code == 2
     assert "unknown prompt_id" in capsys.readouterr().err
+
+
+def test_preview_uses_the_family_fallback_like_the_stage(chat_family_models, capsys) -> None:
+    vicuna = str(chat_family_models["vicuna_v1.1"].without_template)
+    args = ["fuse-preview", "--model", vicuna, "--alt", "Charles Bridge", "--visual", "A bridge."]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "chat template: fallback:vicuna_v1.1" in out
+    assert "polite answers to the user's questions. USER: Merge the two descriptions" in out
+    assert out.split("---- end of prompt ----")[0].rstrip().endswith("Caption: ASSISTANT:")
+    assert main([*args, "--chat-template", "raw"]) == 0
+    assert "USER:" not in capsys.readouterr().out
