@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.download.stage import DownloadConfig
+from pipeline.errors import ConfigError
 from pipeline.io.readers import ReaderConfig
 from pipeline.io.writer import WriterConfig
 
@@ -42,10 +43,6 @@ DEFAULT_FUSION_MODEL = "lmsys/vicuna-7b-v1.5"
 # A shard is the unit of work, commit and resume; its rows (with ~30 KB images each) sit in one
 # worker's memory until it is written, so keep it modest: 1,000 rows is ~30 MB of images.
 DEFAULT_SHARD_SIZE = 1_000
-
-
-class ConfigError(ValueError):
-    """A config file or flag combination that cannot work; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +146,13 @@ def load_config_file(path: str) -> dict[str, Any]:
     """A YAML (.yaml/.yml) or TOML (.toml) config file as a dict."""
     import fsspec
 
-    with fsspec.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with fsspec.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path!r} does not exist; check the --config path") from e
+    except (OSError, ValueError, ImportError) as e:  # permission, a directory, unknown protocol
+        raise ConfigError(f"cannot read config file {path!r}: {e}") from e
     lower = path.lower()
     if lower.endswith(".toml"):
         if sys.version_info >= (3, 11):
@@ -160,11 +162,19 @@ def load_config_file(path: str) -> dict[str, Any]:
                 import tomli as tomllib
             except ImportError as e:
                 raise ConfigError("TOML config files on Python 3.10 need: pip install tomli") from e
-        data = tomllib.loads(raw.decode("utf-8"))
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from e
     elif lower.endswith((".yaml", ".yml")):
         import yaml
 
-        data = yaml.safe_load(raw) or {}
+        try:
+            data = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"config file {path!r} is not valid YAML: {' '.join(str(e).split())}"
+            ) from e
     else:
         raise ConfigError(f"config file {path!r}: use a .yaml, .yml or .toml file")
     if not isinstance(data, dict):
@@ -223,7 +233,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(value)
         if option is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+    _check_scalar(value, _unwrap_optional(tp), where)
     return value
+
+
+_SCALAR_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_scalar(value: Any, options: tuple[Any, ...], where: str) -> None:
+    """A number or flag field given a value of another type (``--set download.threads=lots``)."""
+    if not options or any(o not in _SCALAR_NAMES for o in options):
+        return
+    if isinstance(value, bool):
+        ok = bool in options
+    else:
+        ok = isinstance(value, tuple(o for o in options if o is not bool))
+    if not ok:
+        wanted = " or ".join(_SCALAR_NAMES[o] for o in options)
+        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
 
 
 def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
@@ -266,17 +293,8 @@ _TOP_KEYS = (
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
 
-def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
-    """The frozen config from one merged dict (defaults <- file <- flags already merged)."""
-    unknown = sorted(set(data) - set(_TOP_KEYS) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {unknown}; known: {', '.join(_TOP_KEYS + _SECTIONS)}"
-        )
-    stages = data.get("stages", DEFAULT_STAGES)
-    if isinstance(stages, str):
-        stages = [s.strip() for s in stages.split(",") if s.strip()]
-    run = RunConfig(
+def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
+    return RunConfig(
         output=data.get("output") or "",
         stages=tuple(stages),
         source=data.get("from"),
@@ -292,6 +310,24 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
             else data.get("retry") or ()
         ),
     )
+
+
+def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
+    """The frozen config from one merged dict (defaults <- file <- flags already merged)."""
+    unknown = sorted(set(data) - set(_TOP_KEYS) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown}; known: {', '.join(_TOP_KEYS + _SECTIONS)}"
+        )
+    stages = data.get("stages", DEFAULT_STAGES)
+    if isinstance(stages, str):
+        stages = [s.strip() for s in stages.split(",") if s.strip()]
+    try:
+        run = _run_config(data, stages)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. `--set local_wave_shards=many`
+        raise ConfigError(f"bad value in the run settings: {e}") from e
 
     reader = None
     reader_data = dict(data.get("reader") or {})

@@ -20,7 +20,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -177,7 +177,10 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
         assert source is not None
         src_manifest = read_manifest(source)
         if src_manifest is None:
-            raise ConfigError(f"--from {source}: no manifest.json there; is it a vecap output?")
+            raise ConfigError(
+                f"--from {source} is not a vecap output (it has no manifest.json); give the "
+                "output directory of an earlier vecap run"
+            )
         source_stages = list(src_manifest.get("stages_done", []))
         kept_images = (src_manifest.get("config", {}).get("writer") or {}).get("keep_images", True)
         if not kept_images and "caption" in config.stages and "download" not in config.stages:
@@ -357,17 +360,26 @@ def run_pipeline(
     *,
     stream: TextIO | None = None,
     stage_overrides: dict[str, Any] | None = None,
+    on_start: Callable[[RunPlan], None] | None = None,
 ) -> RunResult:
     """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing,
-    :class:`~pipeline.run_lease.OutputBusy` if another run is live on the output."""
+    :class:`~pipeline.run_lease.OutputBusy` if another run is live on the output.
+
+    Everything up to ``on_start(plan)`` is checking and planning: a mistake there raises a
+    :class:`~pipeline.errors.UsageError` (one line: what is wrong, what to do) before anything in
+    the output changes. After it the job runs, and its errors propagate as they are.
+    """
+    from pipeline.preflight import preflight
+
     stream = stream or sys.stderr
     output = config.run.output
+    preflight(config, skip_stages=set(stage_overrides or ()))
     models = prompt_record(config)
     # one job per output: refuse before touching anything if another run is live here
     check_output_free(output, read_manifest(output), takeover=config.run.takeover, stream=stream)
-    if config.run.overwrite:
-        _clear_output(output)
     plan = plan_run(config, models)
+    if config.run.overwrite:  # only once the plan stands: a planning error keeps the old shards
+        _clear_output(output)
     remove_stale_temporaries(output)
     previous = None if config.run.overwrite else read_manifest(output)
     manifest = start_manifest(
@@ -381,6 +393,8 @@ def run_pipeline(
     )
     keeper = _claim_output(config, manifest)
     try:
+        if on_start is not None:
+            on_start(plan)
         return _run_claimed(config, plan, keeper, stream, stage_overrides)
     except BaseException:
         if keeper.manifest.get("status") == "running":  # failed before the pipeline ran

@@ -24,19 +24,48 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+_VERBOSE_HELP = "show library warnings vecap hides (-vv: also INFO messages)"
+
+
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vecap",
         description="Recaption image/alt-text data with LLaVA visual captions fused into VeCs.",
     )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in modules:
         importlib.import_module(name).register(subparsers)
+    # `vecap run ... -v` as well as `vecap -v run ...`; SUPPRESS keeps the subcommand from
+    # resetting a count given before it
+    for sub in subparsers.choices.values():
+        sub.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+        )
     return parser
 
 
+def _verbosity_hint(argv: Sequence[str]) -> int:
+    """-v flags before any "--", counted before argparse has run."""
+    count = 0
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg == "--verbose":
+            count += 1
+        elif arg.startswith("-v") and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.cli.logs import configure_logging
+    from pipeline.errors import UsageError
+
+    # quiet from the start (a command module may import a library that logs at import time);
+    # set again below from the parsed -v count
+    configure_logging(_verbosity_hint(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     # Commands that run a Beam pipeline (set_defaults(accepts_beam_args=True)) receive the
     # arguments they do not define as Beam pipeline options; every other command refuses them.
@@ -44,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_beam_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
+    configure_logging(args.verbose)
     try:
         code = args.func(args)
+    except UsageError as e:  # found before any work started: one line, what is wrong and what to do
+        print(f"vecap {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -259,7 +259,15 @@ def config_dict_from_args(args: argparse.Namespace, extra_beam_args: list[str]) 
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        set_path(flags, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or " ".join(str(e).split())
+            raise ConfigError(
+                f"--set {item}: the value is not valid YAML ({why}); quote a string value, "
+                "e.g. --set 'KEY=\"VALUE\"'"
+            ) from e
+        set_path(flags, key.strip(), value)
     beam_args = [a for a in extra_beam_args if a != "--"]
     if beam_args:
         flags["beam_args"] = list(base.get("beam_args") or []) + beam_args
@@ -286,39 +294,84 @@ def _check_beam_args(beam_args: list[str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.config import ConfigError, build_pipeline_config
-    from pipeline.run import RunFailed, run_pipeline
+    """Errors found before the job starts (config, input, output, models) are UsageErrors: main
+    prints them as one line, exit 2. A job that fails once it started leaves its traceback in
+    OUT/logs/ and prints one line pointing at it, exit 1."""
+    import datetime
+
+    from pipeline.cli.logs import quiet_model_libraries
+    from pipeline.config import build_pipeline_config
+    from pipeline.run import run_pipeline
     from pipeline.run_lease import OutputBusy
 
+    data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
+    _check_beam_args(list(data.get("beam_args") or []))
+    config = build_pipeline_config(data)
+    if set(config.stages) - {"download"}:
+        quiet_model_libraries()
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    started: list[Any] = []  # the plan, once the job starts (run_pipeline's on_start)
     try:
-        data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
-        _check_beam_args(list(data.get("beam_args") or []))
-        config = build_pipeline_config(data)
-    except ConfigError as e:
-        print(f"vecap run: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = run_pipeline(config)
-    except ConfigError as e:
-        print(f"vecap run: {e}", file=sys.stderr)
-        return 2
-    except OutputBusy as e:
-        print(f"vecap run: refused: {e}", file=sys.stderr)
-        return 2
-    except RunFailed as e:
-        print(f"vecap run: FAILED: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a stage or the runner failed: say so, keep the traceback, exit 1
-        import traceback
-
-        traceback.print_exc()
-        print(f"vecap run: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        print("finished shards are kept; rerun the same command to resume", file=sys.stderr)
-        return 1
+        result = run_pipeline(config, on_start=started.append)
+    except KeyboardInterrupt:
+        if started:
+            _resume_hint(config, started[0])
+        raise
+    except Exception as e:
+        if not started:
+            if isinstance(e, OutputBusy):  # another run is live on this output
+                print(f"vecap run: refused: {' '.join(str(e).split())}", file=sys.stderr)
+                return 2
+            # a UsageError goes to main's one line; anything else before the job started is a
+            # bug in vecap, and keeps its traceback
+            raise
+        return _job_failed(config, e, started[0], started_at)
     print(
         f"{result.status}: {len(result.written)} shards, {result.rows_written} rows -> {result.output}"
     )
     return 0
+
+
+def _job_failed(config: Any, exc: Exception, plan: Any, started_at: Any) -> int:
+    """One line on the terminal, the traceback in OUT/logs/<run-time>.log, the resume hint."""
+    from pipeline.cli.logs import failure_summary, write_failure_log
+
+    try:
+        log = write_failure_log(config.run.output, exc, started_at, ["vecap", *sys.argv[1:]])
+    except Exception as log_error:  # the output broke too: the traceback goes to the terminal
+        import traceback
+
+        traceback.print_exception(exc)
+        print(
+            f"vecap run: FAILED: {failure_summary(exc)} (the log could not be written to "
+            f"{config.run.output}/logs: {failure_summary(log_error)})",
+            file=sys.stderr,
+        )
+    else:
+        print(f"vecap run: FAILED: {failure_summary(exc)}; details in {log}", file=sys.stderr)
+    _resume_hint(config, plan)
+    return 1
+
+
+def _resume_hint(config: Any, plan: Any) -> None:
+    """Only when shards are committed: a rerun skips them."""
+    from pipeline.io.writer import finished_shard_ids
+
+    try:
+        done = finished_shard_ids(config.run.output) & (set(plan.todo) | set(plan.skipped))
+    except OSError:  # the output cannot be listed now: say nothing rather than guess
+        return
+    if not done:
+        return
+    rerun = (
+        "rerun the same command without --overwrite to resume"
+        if config.run.overwrite
+        else "rerun the same command to resume"
+    )
+    print(
+        f"vecap run: {len(done)} of {plan.shards_total} shards are finished and kept; {rerun}",
+        file=sys.stderr,
+    )
 
 
 def demo_config_dict(input_table: str, output: str, models: Any, shard_size: int) -> dict[str, Any]:

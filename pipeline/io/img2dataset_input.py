@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from PIL import Image
 
+from pipeline.errors import InputError
 from pipeline.io.input_files import open_binary
 from pipeline.io.table_formats import (
     MISSING,
@@ -87,7 +88,7 @@ def check_img2dataset_scan(url: str, scan: FileScan) -> str:
     """The image column of a scanned parquet file meant as img2dataset output, or a clear error."""
     col = image_column(scan.columns, scan.binary_columns)
     if col is None:
-        raise ValueError(
+        raise InputError(
             f"{url}: not img2dataset parquet output: no binary image column "
             f"({', '.join(IMAGE_COLUMNS)}); columns found: {', '.join(scan.columns) or '(none)'}. "
             "(img2dataset's webdataset output keeps bytes in the .tar files, not the parquet.)"

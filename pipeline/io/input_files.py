@@ -16,6 +16,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import infer_compression
 
+from pipeline.errors import InputError, InputNotFoundError
+
 # URL tables: one row per line/record, a url and a caption column.
 TABLE_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "json", "csv", "tsv")
 # Inputs that already carry image bytes: img2dataset's parquet output and webdataset tars.
@@ -94,7 +96,7 @@ def _directory_files(
     if len(formats) > 1:
         # img2dataset's webdataset output holds .tar shards next to .parquet metadata and
         # _stats.json files: guessing would read the wrong ones.
-        raise ValueError(
+        raise InputError(
             f"input directory {directory!r} holds files of several formats ({', '.join(formats)}); "
             "pass a glob such as 'DIR/*.tar' or set the input format"
         )
@@ -111,18 +113,27 @@ def expand_inputs(inputs: Sequence[str], input_format: str | None = None) -> lis
     files: list[str] = []
     seen: set[str] = set()
     for spec in inputs:
-        fs, path = fsspec.core.url_to_fs(spec)
-        if _has_magic(path) and not fs.exists(path):  # a real name with [ ] is not a glob
-            found = fs.glob(path, detail=True)
-            matches = sorted(p for p, info in found.items() if info.get("type") == "file")
-        elif fs.isdir(path):
-            matches = _directory_files(fs, path, input_format)
-        elif fs.exists(path):
-            matches = [path]
-        else:
-            raise FileNotFoundError(f"input {spec!r} does not exist")
+        try:
+            fs, path = fsspec.core.url_to_fs(spec)
+        except (ValueError, ImportError) as e:  # an unknown protocol, or its package is missing
+            raise InputError(f"input {spec!r}: {e}") from e
+        try:
+            if _has_magic(path) and not fs.exists(path):  # a real name with [ ] is not a glob
+                found = fs.glob(path, detail=True)
+                matches = sorted(p for p, info in found.items() if info.get("type") == "file")
+            elif fs.isdir(path):
+                matches = _directory_files(fs, path, input_format)
+            elif fs.exists(path):
+                matches = [path]
+            else:
+                raise InputNotFoundError(f"input {spec!r} does not exist; check the input path")
+        except PermissionError as e:
+            raise InputError(f"input {spec!r} cannot be read: permission denied") from e
         if not matches:
-            raise FileNotFoundError(f"input {spec!r} matches no files")
+            what = "the glob" if _has_magic(path) else "the directory"
+            raise InputNotFoundError(
+                f"input {spec!r} matches no files; check {what} (and the input format)"
+            )
         for p in matches:
             url = _to_url(fs, p)
             if url not in seen:

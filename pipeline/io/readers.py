@@ -19,6 +19,7 @@ import decimal
 import json
 import math
 import operator
+import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -26,6 +27,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipeline.errors import InputError
 from pipeline.io.img2dataset_input import (
     ImageRow,
     attach_image,
@@ -110,7 +112,7 @@ def _resolve_format(url: str, config: ReaderConfig) -> str:
         return config.input_format
     fmt = format_from_extension(url)
     if fmt is None:
-        raise ValueError(
+        raise InputError(
             f"cannot tell the format of {url!r} from its extension; set the input format "
             f"({', '.join(INPUT_FORMATS)})"
         )
@@ -147,6 +149,14 @@ def _check_scan(url: str, file_format: str, scan: FileScan, config: ReaderConfig
     return file_format
 
 
+def _input_file_error(url: str, fmt: str, e: Exception) -> str:
+    detail = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, PermissionError):
+        detail = "permission denied"
+    where = "" if url in detail else f"input file {url}: "
+    return f"{where}{detail}; cannot plan it as {fmt} (check the file, or set the input format)"
+
+
 def plan_files(config: ReaderConfig) -> list[PlannedFile]:
     """Every input file with its format, row count and checkpoint offsets, in plan order."""
     urls = expand_inputs(config.inputs, config.input_format)
@@ -154,7 +164,7 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
     if config.column_names:
         others = [u for u, f in zip(urls, formats, strict=True) if f not in _HEADERLESS_FORMATS]
         if others:
-            raise ValueError(
+            raise InputError(
                 f"column names (a headerless table) apply to csv and tsv only, not {others[0]!r}"
             )
     every = checkpoint_every(config.shard_size)
@@ -162,8 +172,15 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
     def plan_one(url: str, fmt: str) -> PlannedFile:
         # each file is scanned on its own, with checkpoints at fixed local intervals, so the
         # scans can run at once: remote reads and gzip inflation overlap across files
-        scan = _scan(url, fmt, Checkpoints(0, every), config.column_names)
-        fmt = _check_scan(url, fmt, scan, config)
+        try:
+            scan = _scan(url, fmt, Checkpoints(0, every), config.column_names)
+            fmt = _check_scan(url, fmt, scan, config)
+        except InputError:
+            raise
+        except (OSError, ValueError, tarfile.TarError) as e:
+            # unreadable or malformed input (permission, a broken gzip/parquet/tar, bad UTF-8 or
+            # JSON): the user's file to fix, not a vecap bug, so it is a one-line input error
+            raise InputError(_input_file_error(url, fmt, e)) from e
         return PlannedFile(url, fmt, scan.rows, scan.offsets)
 
     pool = ThreadPoolExecutor(min(_SCAN_THREADS, len(urls)))
@@ -179,8 +196,9 @@ def plan_shards(config: ReaderConfig) -> list[InputShard]:
     """The input cut into shards of ``config.shard_size`` rows, numbered from 0 in input order.
 
     Deterministic: the same files with the same contents give the same shards and uids. Raises
-    ``ValueError`` (naming the columns found) when a file lacks a configured column, and
-    ``FileNotFoundError`` when an input matches nothing.
+    :class:`~pipeline.errors.InputError` (a ``ValueError``; naming the columns found) when a file
+    lacks a configured column or cannot be read, and ``InputNotFoundError`` (a
+    ``FileNotFoundError``) when an input matches nothing.
     """
     return build_shards(plan_files(config), config.shard_size)
 

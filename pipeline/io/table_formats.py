@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import InputError
 from pipeline.io.input_files import open_binary
 
 PARQUET_BATCH_ROWS = 8192
@@ -108,10 +109,11 @@ def file_changed_error(url: str, planned: int, found: int) -> RuntimeError:
     )
 
 
-def _missing_columns_error(url: str, missing: Sequence[str], found: Sequence[str]) -> ValueError:
-    return ValueError(
+def _missing_columns_error(url: str, missing: Sequence[str], found: Sequence[str]) -> InputError:
+    return InputError(
         f"{url}: column(s) {', '.join(map(repr, missing))} not found; "
-        f"columns found: {', '.join(map(repr, found)) or '(none)'}"
+        f"columns found: {', '.join(map(repr, found)) or '(none)'}; choose from those with "
+        "--url-column/--caption-column/--extra-columns (reader.column_names for a headerless table)"
     )
 
 

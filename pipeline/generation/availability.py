@@ -1,0 +1,93 @@
+"""Can a model be loaded at all? A cheap check made before a job reads its first row.
+
+Both backends take a local directory or a Hugging Face hub id. A typo in either only surfaced
+when a worker loaded the model, after the input was planned and rows were downloaded. This
+module answers from the file system and the local hub cache alone: it never touches the
+network, imports no backend and loads no weights.
+
+- an existing directory must hold a ``config.json`` (what both backends read first);
+- a name that is not a directory must be a valid hub id (``namespace/name`` or ``name``); one
+  that looks like a path (``/models/x``, ``./x``, ``~/x``, ``a/b/c``) is a missing directory;
+- with ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, a hub id must be in the local hub
+  cache, because nothing can be downloaded.
+
+A hub id that merely does not exist on the hub is not found here (that needs the network); the
+backend reports it when it loads the model.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.errors import ModelNotAvailableError
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face libraries are told not to reach the hub."""
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    return (
+        model.startswith(("/", "./", "../", "~", "."))
+        or "\\" in model
+        or model.endswith("/")
+        or model.count("/") > 1
+    )
+
+
+def _valid_hub_id(model: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _in_hub_cache(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` cannot be loaded, as one line; None when it looks loadable."""
+    local = os.path.expanduser(model)
+    if os.path.isdir(local):
+        if not os.path.isfile(os.path.join(local, "config.json")):
+            return (
+                f"model directory {model!r} has no config.json, so it is not a model checkpoint; "
+                "point at the directory that holds config.json and the weights"
+            )
+        return None
+    if os.path.exists(local):
+        return f"model {model!r} is a file; give a model directory or a hub id"
+    if _looks_like_path(model) or not _valid_hub_id(model):
+        return (
+            f"model {model!r} does not exist: it is not a local directory, nor a hub id "
+            "(namespace/name); check the path"
+        )
+    if hub_offline() and not _in_hub_cache(model):
+        return (
+            f"model {model!r} is not a local directory and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set; download it first (huggingface-cli download "
+            f"{model}), point at a local copy, or unset HF_HUB_OFFLINE"
+        )
+    return None
+
+
+def check_model_available(model: str, what: str = "model") -> None:
+    """Raise :class:`ModelNotAvailableError` naming ``what`` (e.g. ``--caption-model``)."""
+    problem = model_problem(model)
+    if problem is not None:
+        raise ModelNotAvailableError(f"{what}: {problem}")
+
+
+__all__ = ["check_model_available", "hub_offline", "model_problem"]
