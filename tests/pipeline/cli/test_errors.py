@@ -75,6 +75,11 @@ DOWNLOAD = ["--stages", "download", "--allow-private-networks", "--set", "downlo
             id="wrong-column",
         ),
         pytest.param(
+            ["--input", "broken.parquet"],
+            ["broken.parquet", "cannot plan it as parquet"],
+            id="corrupt-input",
+        ),
+        pytest.param(
             ["--input", "in.csv", "--output", "afile"], ["'afile'", "existing file"], id="out-file"
         ),
         pytest.param(
@@ -129,6 +134,7 @@ DOWNLOAD = ["--stages", "download", "--allow-private-networks", "--set", "downlo
 )
 def test_error_before_the_job_is_one_line(work: Path, args: list[str], names: list[str]):
     (work / "cfg.yaml").write_text("output: out\ncolour: blue\n")
+    (work / "broken.parquet").write_bytes(b"PAR1 not really a parquet file")
     full = ["run", *args] if "--output" in args else ["run", *args, "--output", "out"]
     proc = vecap(*full, cwd=work)
     assert_one_line_error(proc, *names)
