@@ -11,7 +11,8 @@ VLLM_STAMP := $(VLLM_VENV)/.vecap-vllm-stamp
 # test files with vllm-marked tests; only these are collected in .venv-vllm
 VLLM_TESTS = $(shell grep -rlE --include='test_*.py' 'mark\.vllm' tests)
 
-.PHONY: venv demo test test-fast bench lint format clean chromium vllm-venv test-vllm
+.PHONY: venv demo test test-fast bench lint format clean chromium vllm-venv test-vllm \
+	portable-runners flink-job-server prism
 
 # torch first, pinned (PyPI's build; on a machine without CUDA it runs on the CPU), so the rest
 # resolves against it.
@@ -27,7 +28,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vecap demo
 
-test: $(STAMP) chromium $(VLLM_STAMP)
+test: $(STAMP) chromium $(VLLM_STAMP) portable-runners
 	$(PY) -m pytest -q -m "not vllm"
 	$(VLLM_PY) -m pytest -q -m vllm $(VLLM_TESTS)
 
@@ -37,6 +38,18 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	echo "warning: could not install chromium (apt-get install -y chromium needs root); the browser test will fail"
+
+# The portable-runner test (tests/pipeline/test_portable.py) needs a job server: Beam's Flink
+# job-server jar (Maven, cached in ~/.cache/vecap/flink; where Maven Central does not serve it the
+# script records why and the Flink case skips with that reason) and Prism (Go module proxy, cached
+# in ~/.cache/vecap/prism). Both are no-ops once cached.
+portable-runners: flink-job-server prism
+
+flink-job-server: $(STAMP)
+	PYTHON=$(PY) bash scripts/fetch_flink_job_server.sh
+
+prism: $(STAMP)
+	PYTHON=$(PY) bash scripts/build_prism.sh
 
 # ~2 min the first time (pip); rebuilt when the scripts or pyproject.toml change
 $(VLLM_STAMP): scripts/setup_vllm_venv.sh scripts/vllm_requirements.py pyproject.toml
