@@ -93,14 +93,18 @@ class ShardProgress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=len(self._todo), unit="shard", desc="shards", file=self._stream)
-        self._thread = threading.Thread(target=self._loop, name="vecap-progress", daemon=True)
-        self._thread.start()
+        # Nobody to tell (no bar: a distributed runner, --no-progress; no callback): no polling.
+        # On Dataflow or Flink with an object-store output each poll lists the shards folder.
+        if self._bar is not None or self._on_update is not None:
+            self._thread = threading.Thread(target=self._loop, name="vecap-progress", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._thread is None:
+            return
+        self._thread.join(timeout=10)
         self._update()
         if self._bar is not None:
             self._bar.close()

@@ -434,6 +434,23 @@ def _shard_from_line(line: str) -> InputShard:
     return InputShard.from_dict(json.loads(line))
 
 
+def read_plan_file(path: str) -> Iterator[InputShard]:
+    """The shards of a :func:`write_plan_file` file, read through fsspec (any URL it knows:
+    local, gs:// with gcsfs, s3:// with s3fs, memory://), the same stack that writes it, so
+    one filesystem extra serves the launcher and the workers (Beam's own ``ReadFromText`` would
+    need Beam's GCS/S3 filesystems as well)."""
+    import fsspec
+
+    with fsspec.open(path, "r", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield _shard_from_line(line)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{number}: not a shard plan line: {e}") from e
+
+
 class ReadInput(beam.PTransform):
     """Pipeline root -> PCollection[Record]: every row of the planned shards.
 
@@ -462,8 +479,8 @@ class ReadInput(beam.PTransform):
         if self._plan_file is not None:
             shards = (
                 pbegin
-                | "InputShards" >> beam.io.ReadFromText(self._plan_file)
-                | "ParseShards" >> beam.Map(_shard_from_line)
+                | "PlanFile" >> beam.Create([self._plan_file])
+                | "InputShards" >> beam.FlatMap(read_plan_file)
             )
         else:
             plan = plan_shards(self._config) if self._shards is None else self._shards
@@ -533,6 +550,7 @@ __all__ = [
     "ReaderConfig",
     "add_reader_arguments",
     "plan_files",
+    "read_plan_file",
     "plan_from_json",
     "plan_shards",
     "plan_to_json",

@@ -102,3 +102,11 @@ def test_every_explicit_pin_satisfies_pyproject():
         pinned = next(iter(req.specifier)).version
         for spec in by_name[req.name.lower()]:
             assert spec.contains(pinned), f"{req} conflicts with pyproject's {req.name}{spec}"
+
+
+def test_sdk_containers_see_the_gpus_under_a_default_nvidia_runtime():
+    """Flink's DOCKER environment starts the worker image without --gpus: the NVIDIA runtime
+    (as the node's default) exposes the GPUs only to images that ask through these variables."""
+    env = " ".join(rest for op, rest in _instructions() if op == "ENV").split()
+    assert "NVIDIA_VISIBLE_DEVICES=all" in env
+    assert any(e.startswith("NVIDIA_DRIVER_CAPABILITIES=") and "compute" in e for e in env)

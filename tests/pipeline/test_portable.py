@@ -44,7 +44,7 @@ from tests.pipeline.test_run import rows_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHARD_SIZE = 4
-ROWS = 24  # 6 shards
+ROWS = 16  # 4 shards
 SLOW_SECS = 4.0  # the last shard's images trickle in: the kill lands while they download
 
 
@@ -152,13 +152,18 @@ def test_vecap_run_on_a_portable_runner(kind, tiny_models, tmp_path):
             # 1. the whole job on the portable runner
             out = tmp_path / "portable"
             first = _run(_argv(table, out, tiny_models, beam_args))
-            assert "6 shards planned, 0 already finished, 6 to do" in first.stderr
+            assert (
+                f"{ROWS // SHARD_SIZE} shards planned, 0 already finished, {ROWS // SHARD_SIZE} to do"
+                in first.stderr
+            )
             _same_rows(_check_output(out, ROWS), want)
 
             # 2. the same command again: nothing to do, no file rewritten
             before = _stats_mtimes(out)
             again = _run(_argv(table, out, tiny_models, beam_args))
-            assert "6 already finished, 0 to do" in again.stderr, again.stderr[-2000:]
+            assert f"{ROWS // SHARD_SIZE} already finished, 0 to do" in again.stderr, again.stderr[
+                -2000:
+            ]
             assert _stats_mtimes(out) == before
 
             # 3. kill -9 the launcher and the job server while the slow shard downloads
@@ -184,7 +189,9 @@ def test_vecap_run_on_a_portable_runner(kind, tiny_models, tmp_path):
                     proc.wait(timeout=30)
             assert proc.returncode == -signal.SIGKILL
             partial = finished_shards(str(killed))
-            assert len(partial) < 6, "the kill must land before the last shard is committed"
+            assert len(partial) < ROWS // SHARD_SIZE, (
+                "the kill must land before the last shard is committed"
+            )
 
             # ... then the same command on a fresh job server
             job_server = start_job_server(kind, tmp_path / "job-server-2")

@@ -94,3 +94,41 @@ def test_read_input_from_a_plan_file_equals_the_embedded_plan(tmp_path: Path) ->
         results.append(pickle.loads(out.read_bytes()))
     assert results[0] == results[1] and len(results[0]) == 15
     assert not any(uid.startswith(make_uid(2, 0)[:5]) for uid, _, _ in results[1])
+
+
+def test_read_input_reads_a_plan_file_under_a_non_local_fsspec_url(tmp_path: Path) -> None:
+    """The plan file goes through fsspec on both sides (written by the launcher, read by the
+    pipeline), so any fsspec URL works: here memory://, which Beam's own filesystems lack (as
+    they lack gs:// or s3:// without apache-beam[gcp]/[aws]). The in-process runner shares the
+    launcher's memory filesystem."""
+    import fsspec
+
+    from pipeline.io.readers import write_plan_file
+
+    config = _write_inputs(tmp_path)
+    todo = [s for s in plan_shards(config) if s.shard_id in (0, 3)]
+    url = f"memory://vecap-test-{tmp_path.name}/plan/shards.jsonl"
+    try:
+        assert write_plan_file(todo, url) == url
+        expected = [
+            (make_uid(i // 5, i % 5), f"https://e.com/{i}.jpg", "ok")
+            for i in (*range(0, 5), *range(15, 20))
+        ]
+        with BeamTestPipeline(runner=FnApiRunner()) as p:
+            records = p | ReadInput(config, plan_file=url)
+            assert_that(records | beam.Map(_summary), equal_to(expected))
+    finally:
+        fsspec.filesystem("memory").rm(f"/vecap-test-{tmp_path.name}", recursive=True)
+
+
+def test_a_damaged_plan_file_fails_with_its_line_number(tmp_path: Path) -> None:
+    import pytest
+
+    from pipeline.io.readers import read_plan_file, write_plan_file
+
+    config = _write_inputs(tmp_path)
+    path = write_plan_file(plan_shards(config), str(tmp_path / "plan.jsonl"))
+    assert list(read_plan_file(path)) == plan_shards(config)
+    Path(path).write_text(Path(path).read_text() + '{"shard_id": 9}\n')
+    with pytest.raises(ValueError, match=r"plan.jsonl:5: not a shard plan line"):
+        list(read_plan_file(path))
