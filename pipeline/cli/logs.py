@@ -143,6 +143,38 @@ def configure_logging(verbosity: int = 0) -> None:
         )
 
 
+def logging_state() -> dict:
+    """What :func:`configure_logging` changes, to put back when ``main`` is called in a process
+    that goes on (tests): root handlers and level, warning filters and capture, PYTHONWARNINGS."""
+    root = logging.getLogger()
+    return {
+        "handlers": list(root.handlers),
+        "level": root.level,
+        "filters": list(warnings.filters),
+        "capturing": getattr(warnings.showwarning, "__module__", "") == "logging",
+        "env": os.environ.get("PYTHONWARNINGS"),
+        "verbosity": _verbosity,
+    }
+
+
+def restore_logging(state: dict) -> None:
+    global _verbosity
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in state["handlers"]:
+        root.addHandler(handler)
+    root.setLevel(state["level"])
+    warnings.filters[:] = state["filters"]
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    logging.captureWarnings(state["capturing"])
+    if state["env"] is None:
+        os.environ.pop("PYTHONWARNINGS", None)
+    else:
+        os.environ["PYTHONWARNINGS"] = state["env"]
+    _verbosity = state["verbosity"]
+
+
 def quiet_model_libraries() -> None:
     """transformers logs through its own handler (not the root logger): give it the same
     filter, and hide its weight-loading progress bars, unless -v. Download bars stay."""
@@ -212,6 +244,8 @@ __all__ = [
     "NOISE",
     "NoiseFilter",
     "configure_logging",
+    "logging_state",
+    "restore_logging",
     "failure_summary",
     "quiet_model_libraries",
     "run_time_stamp",

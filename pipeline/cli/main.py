@@ -60,12 +60,23 @@ def _verbosity_hint(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.cli.logs import configure_logging, logging_state, restore_logging
+
+    saved = logging_state()
+    # quiet from the start (a command module may import a library that logs at import time);
+    # set again from the parsed -v count
+    configure_logging(_verbosity_hint(sys.argv[1:] if argv is None else argv))
+    try:
+        return _main(argv)
+    finally:
+        if argv is not None:  # called with arguments from code that goes on (tests): no trace
+            restore_logging(saved)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from pipeline.cli.logs import configure_logging
     from pipeline.errors import UsageError
 
-    # quiet from the start (a command module may import a library that logs at import time);
-    # set again below from the parsed -v count
-    configure_logging(_verbosity_hint(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     # Commands that run a Beam pipeline (set_defaults(accepts_beam_args=True)) receive the
     # arguments they do not define as Beam pipeline options; every other command refuses them.
