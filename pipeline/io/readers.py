@@ -20,6 +20,7 @@ import json
 import math
 import operator
 import tarfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -177,9 +178,9 @@ def plan_files(config: ReaderConfig) -> list[PlannedFile]:
             fmt = _check_scan(url, fmt, scan, config)
         except InputError:
             raise
-        except (OSError, ValueError, tarfile.TarError) as e:
-            # unreadable or malformed input (permission, a broken gzip/parquet/tar, bad UTF-8 or
-            # JSON): the user's file to fix, not a vecap bug, so it is a one-line input error
+        except (OSError, ValueError, EOFError, zlib.error, tarfile.TarError) as e:
+            # unreadable or malformed input (permission, a broken or cut-off gzip/parquet/tar, bad
+            # UTF-8 or JSON): the user's file to fix, not a vecap bug, so a one-line input error
             raise InputError(_input_file_error(url, fmt, e)) from e
         return PlannedFile(url, fmt, scan.rows, scan.offsets)
 

@@ -9,6 +9,7 @@ were committed.
 from __future__ import annotations
 
 import ctypes
+import gzip
 import os
 import subprocess
 import sys
@@ -80,6 +81,9 @@ DOWNLOAD = ["--stages", "download", "--allow-private-networks", "--set", "downlo
             id="corrupt-input",
         ),
         pytest.param(
+            ["--input", "cut.csv.gz"], ["cut.csv.gz", "cannot plan it as csv"], id="cut-gzip"
+        ),
+        pytest.param(
             ["--input", "in.csv", "--output", "afile"], ["'afile'", "existing file"], id="out-file"
         ),
         pytest.param(
@@ -135,6 +139,9 @@ DOWNLOAD = ["--stages", "download", "--allow-private-networks", "--set", "downlo
 def test_error_before_the_job_is_one_line(work: Path, args: list[str], names: list[str]):
     (work / "cfg.yaml").write_text("output: out\ncolour: blue\n")
     (work / "broken.parquet").write_bytes(b"PAR1 not really a parquet file")
+    table = "url,caption\n" + "".join(f"http://127.0.0.1:1/{i}.jpg,c{i}\n" for i in range(2000))
+    packed = gzip.compress(table.encode())
+    (work / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])  # a download that broke off
     full = ["run", *args] if "--output" in args else ["run", *args, "--output", "out"]
     proc = vecap(*full, cwd=work)
     assert_one_line_error(proc, *names)
