@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap.add_argument("--prompt-text", default=None, help="custom words (needs a new --prompt-id)")
     cap.add_argument("--max-new-tokens", type=int, default=77)
     cap.add_argument("--batch-size", type=int, default=8)
+    cap.add_argument(
+        "--image-aspect",
+        choices=("auto", "pad", "crop", "native"),
+        default="auto",
+        help="pad to a mean-colour square (auto for LLaVA-1.5), centre-crop, or as stored",
+    )
     cap.set_defaults(func=_caption)
 
 
@@ -60,6 +66,7 @@ def _caption(args: argparse.Namespace) -> int:
             ),
             prompt_id=args.prompt_id or DEFAULT_PROMPT_ID,
             prompt_text=args.prompt_text,
+            image_aspect=args.image_aspect,
         )
     except (ValueError, TypeError) as exc:
         print(f"vecap caption: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llava_recap.aspect import ASPECTS
 from llava_recap.prompts import DEFAULT_PROMPT_ID, PROMPTS, fallback_template_for, get_prompt
 from pipeline.generation import GenerationConfig
 
@@ -36,6 +37,9 @@ class CaptionConfig:
     # threads decoding a batch's JPEGs (Pillow releases the GIL while decoding), so the CPU work
     # between two generate calls shrinks on many-core GPU workers; 1 decodes inline
     decode_threads: int = 4
+    # auto | pad | crop | native (llava_recap.aspect): auto pads to a mean-colour square for the
+    # LLaVA-1.5 family (as LLaVA-1.5 and VeCLIP ran it) and leaves LLaVA-NeXT's anyres native
+    image_aspect: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):
@@ -53,6 +57,8 @@ class CaptionConfig:
                     f"prompt_id {self.prompt_id!r} already names other words; "
                     "give the custom prompt_text a new id"
                 )
+        if self.image_aspect not in ASPECTS:
+            raise ValueError(f"image_aspect must be one of {ASPECTS}, got {self.image_aspect!r}")
         if self.decode_threads < 1:
             raise ValueError("decode_threads must be >= 1")
         if self.fallback_template is not None and "{user}" not in self.fallback_template:

@@ -11,6 +11,7 @@ from typing import Any
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from llava_recap.aspect import ImagePrep
 from llava_recap.cleaning import clean_caption
 from llava_recap.config import CaptionConfig
 from pipeline.generation import GenerationConfig, Generator, load_generator, render_chat
@@ -41,10 +42,18 @@ class Captioner:
             system=config.system,
             fallback_template=config.fallback,
         )
+        # caption.image_aspect (pad for LLaVA-1.5 as its authors ran it), decided and applied
+        # here, in the generator's process, before the processor of either backend
+        self.prep = ImagePrep(
+            config.image_aspect,
+            generator.processor,
+            config.generation.model,
+            config.generation.trust_remote_code,
+        )
 
     def caption(self, images: list[Any]) -> list[str]:
         """Raw completions, one per image, in order."""
-        return self.generator.generate([self.prompt] * len(images), images)
+        return self.generator.generate([self.prompt] * len(images), self.prep(images))
 
 
 def decode_image(data: bytes | None):  # -> PIL.Image.Image

@@ -84,6 +84,8 @@ def prompt_record(config: Any) -> dict[str, Any]:
             "prompt_id": c.prompt_id,
             "prompt_text": text,
             "system": c.system,
+            "image_aspect": c.image_aspect,
+            "image_aspect_resolved": _aspect_resolved(c),
         }
     if config.fusion is not None:
         from llm_fusion.prompts import get_prompt as get_fusion_prompt
@@ -114,6 +116,19 @@ def prompt_record(config: Any) -> dict[str, Any]:
         if e.generation is not None:
             out["ethics"].update(_chat_template_record(e.chat_template, e.generation))
     return out
+
+
+def _aspect_resolved(caption: Any) -> str | None:
+    """What ``auto`` means for the caption model, from its config on this machine (None when it
+    is not here: the workers decide and log it)."""
+    from llava_recap.aspect import resolve_aspect
+    from pipeline.generation.templates import load_model_config
+
+    if caption.image_aspect != "auto":
+        return caption.image_aspect
+    g = caption.generation
+    config = load_model_config(g.model, g.trust_remote_code)
+    return None if config is None else resolve_aspect("auto", config.model_type)
 
 
 def _chat_template_record(value: str, generation: Any) -> dict[str, Any]:

@@ -107,15 +107,34 @@ def detect_family(tokenizer: Any, model_config: Any, model_name: str) -> str | N
     return None
 
 
-def load_model_config(model: str, trust_remote_code: bool = False) -> Any:
-    """The checkpoint's config (``config.json``), or None when it cannot be read."""
-    try:
-        from transformers import AutoConfig
+def _local_checkpoint(model: str) -> str | None:
+    """A directory holding ``model`` on this machine (itself, or its hub-cache snapshot), found
+    without any network call; None when it is not here."""
+    import os
 
-        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - only a hint for family detection; logged
-        _LOG.warning("cannot read the config of %s for chat-family detection: %s", model, exc)
+    if os.path.isdir(model):
+        return model
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
         return None
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id: not a hub checkpoint either
+        return None
+    return os.path.dirname(found) if isinstance(found, str) else None
+
+
+def load_model_config(model: str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's config (``config.json``) from this machine (a local directory or the hub
+    cache the loaded model came from: no network), or None when it is not here."""
+    local = _local_checkpoint(model)
+    if local is None:
+        _LOG.warning("no local config.json for %s: its family is unknown here", model)
+        return None
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(local, trust_remote_code=trust_remote_code)
 
 
 def resolve_template(
@@ -151,24 +170,6 @@ def resolve_template(
     return ResolvedTemplate(f"fallback:{family}", family_template(family))
 
 
-def _local_checkpoint(model: str) -> str | None:
-    """A directory holding ``model`` on this machine (itself, or its hub-cache snapshot), found
-    without any network call; None when it is not here."""
-    import os
-
-    if os.path.isdir(model):
-        return model
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    try:
-        found = try_to_load_from_cache(model, "config.json")
-    except ValueError:  # not a valid repo id: not a hub checkpoint either
-        return None
-    return os.path.dirname(found) if isinstance(found, str) else None
-
-
 def describe_chat_template(value: str, model: str, trust_remote_code: bool = False) -> dict:
     """What the manifest records about a text stage's chat template.
 
@@ -190,11 +191,11 @@ def describe_chat_template(value: str, model: str, trust_remote_code: bool = Fal
         if local is None:
             _LOG.info("%s is not on this machine: the workers resolve its chat template", model)
             return out
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
         if _chat_template(tokenizer) is None:
-            config = AutoConfig.from_pretrained(local, trust_remote_code=trust_remote_code)
+            config = load_model_config(local, trust_remote_code)
     resolved = resolve_template(choice, tokenizer, model, trust_remote_code, config)
     out["resolved"] = resolved.source
     if resolved.template is not None:

@@ -12,9 +12,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
 
 from llava_recap.config import CaptionConfig
-from llava_recap.handler import decode_image
+from llava_recap.handler import Captioner, decode_image
 from llava_recap.stage import CaptionStage
-from pipeline.generation import GenerationConfig, load_generator, render_chat
+from pipeline.generation import GenerationConfig, load_generator
 from schemas import Record, Status, make_uid
 from tests.llava_recap.conftest import jpeg_bytes, make_image
 
@@ -75,8 +75,7 @@ def test_captions_attach_to_the_right_uid(tiny_models, mixed_records, tmp_path, 
     assert set(by_uid) == {r.uid for r in mixed_records}
 
     # expected captions: the same model, one image at a time, outside Beam
-    gen = load_generator(config.generation, multimodal=True)
-    prompt = render_chat(gen.processor, config.prompt, image=True, fallback_template="x")
+    captioner = Captioner(load_generator(config.generation, multimodal=True), config)
     from llava_recap.cleaning import clean_caption
 
     captioned = 0
@@ -89,7 +88,7 @@ def test_captions_attach_to_the_right_uid(tiny_models, mixed_records, tmp_path, 
             assert got.error and ("decode" in got.error or "no image bytes" in got.error)
             assert got.visual_caption is None
         else:
-            raw = gen.generate([prompt], [decode_image(record.jpg)])[0]
+            raw = captioner.caption([decode_image(record.jpg)])[0]
             assert got.status == "ok", got.error
             assert got.visual_caption == clean_caption(raw, config.prompt)
             assert got.caption_model == "tiny-llava"

@@ -22,7 +22,7 @@ configure_vllm_for_tests("vecap-vllm-")  # before vLLM is imported
 pytest.importorskip("vllm")
 
 from llava_recap.config import CaptionConfig  # noqa: E402
-from llava_recap.handler import decode_image  # noqa: E402
+from llava_recap.handler import Captioner, decode_image  # noqa: E402
 from pipeline.generation import GenerationConfig, load_generator, render_chat  # noqa: E402
 from tests.llava_recap.conftest import jpeg_bytes, make_image  # noqa: E402
 
@@ -137,12 +137,37 @@ def test_vllm_backend_inside_beam_stage(tiny_models, vllm_llava, tmp_path):
     out = {r.uid: r for r in run_stage(records, CaptionStage(config), tmp_path)}
     assert len(out) == len(records)
 
-    prompt = render_chat(vllm_llava.processor, config.prompt, image=True, fallback_template="x")
+    captioner = Captioner(vllm_llava, config)  # the stage's own prompt and image_aspect
     for record in records[:6]:
-        raw = vllm_llava.generate([prompt], [decode_image(record.jpg)])[0]
+        raw = captioner.caption([decode_image(record.jpg)])[0]
         got = out[record.uid]
         assert got.status == "ok", got.error
         assert got.visual_caption == clean_caption(raw, config.prompt)
         assert got.caption_prompt_id == "veclip-concise-v1"
     assert out[records[6].uid].status == Status.CAPTION_FAILED.value
     assert out[records[7].uid] == records[7]
+
+
+def test_vllm_gets_the_padded_square(vllm_llava, tiny_models, monkeypatch):
+    """image_aspect pad (auto for llava-1.5) is applied before vLLM's own processor too."""
+    import numpy as np
+    from PIL import Image
+
+    config = CaptionConfig(generation=_cfg(tiny_models.llava, "vllm"))
+    captioner = Captioner(vllm_llava, config)
+    assert captioner.prep.aspect == "pad"
+    seen = []
+    real = vllm_llava.llm.generate
+
+    def recording(requests, *args, **kwargs):
+        seen.extend(r["multi_modal_data"]["image"] for r in requests)
+        return real(requests, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_llava.llm, "generate", recording)
+    (caption,) = captioner.caption([Image.new("RGB", (96, 32), (200, 30, 30))])
+    assert isinstance(caption, str)
+    (image,) = seen
+    a = np.asarray(image)
+    assert image.size == (96, 96)
+    assert (a[:32] == (122, 116, 104)).all() and (a[64:] == (122, 116, 104)).all()
+    assert (a[32:64] == (200, 30, 30)).all()
