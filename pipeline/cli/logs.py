@@ -8,7 +8,9 @@
   (any fsspec URL) with the command, the traceback and the kept records; the terminal gets one
   line that points at it.
 
-Only logging levels, handlers and filters are touched here; no library code is changed.
+Only logging levels, handlers and filters, and the libraries' own settings for quiet
+(:data:`QUIET_ENV`: read by them, in Beam's worker processes too) are touched here; no library
+code is changed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ DEVELOPER_WARNINGS: tuple[type[Warning], ...] = (
     PendingDeprecationWarning,
     FutureWarning,
 )
+# Environment settings for quiet libraries (without -v; a value already set is kept).
+QUIET_ENV: dict[str, str] = {
+    # Python warnings of DEVELOPER_WARNINGS' categories, in child processes too
+    "PYTHONWARNINGS": ",".join(f"ignore::{c.__name__}" for c in DEVELOPER_WARNINGS),
+    # transformers' "advisory" warnings (logger.warning_advice): tips for model developers
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # vLLM logs dozens of INFO lines (engine config, memory profiling) per model load
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
 _NOISE_RE = re.compile("|".join(re.escape(n) for n in NOISE))
 _KEPT_RECORDS = 2000
 _FORMAT = "%(levelname)s:%(name)s:%(message)s"
@@ -137,22 +148,22 @@ def configure_logging(verbosity: int = 0) -> None:
     if verbosity == 0:
         for category in DEVELOPER_WARNINGS:
             warnings.filterwarnings("ignore", category=category)
-        # Beam's worker processes (multi_processing) and other children inherit the same
-        os.environ.setdefault(
-            "PYTHONWARNINGS", ",".join(f"ignore::{c.__name__}" for c in DEVELOPER_WARNINGS)
-        )
+        # read by the libraries when they load, here and in Beam's worker processes; a value the
+        # user set wins
+        for name, value in QUIET_ENV.items():
+            os.environ.setdefault(name, value)
 
 
 def logging_state() -> dict:
     """What :func:`configure_logging` changes, to put back when ``main`` is called in a process
-    that goes on (tests): root handlers and level, warning filters and capture, PYTHONWARNINGS."""
+    that goes on (tests): root handlers and level, warning filters and capture, QUIET_ENV."""
     root = logging.getLogger()
     return {
         "handlers": list(root.handlers),
         "level": root.level,
         "filters": list(warnings.filters),
         "capturing": getattr(warnings.showwarning, "__module__", "") == "logging",
-        "env": os.environ.get("PYTHONWARNINGS"),
+        "env": {name: os.environ.get(name) for name in QUIET_ENV},
         "verbosity": _verbosity,
     }
 
@@ -168,10 +179,11 @@ def restore_logging(state: dict) -> None:
     warnings.filters[:] = state["filters"]
     warnings._filters_mutated()  # type: ignore[attr-defined]
     logging.captureWarnings(state["capturing"])
-    if state["env"] is None:
-        os.environ.pop("PYTHONWARNINGS", None)
-    else:
-        os.environ["PYTHONWARNINGS"] = state["env"]
+    for name, value in state["env"].items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     _verbosity = state["verbosity"]
 
 
@@ -242,6 +254,7 @@ def write_failure_log(
 __all__ = [
     "DEVELOPER_WARNINGS",
     "NOISE",
+    "QUIET_ENV",
     "NoiseFilter",
     "configure_logging",
     "logging_state",

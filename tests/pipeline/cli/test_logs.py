@@ -60,3 +60,21 @@ def test_failure_log_on_an_fsspec_url():
         text = f.read()
     assert "command: vecap run --x" in text
     assert "Traceback (most recent call last)" in text and "RuntimeError: the job broke" in text
+
+
+def test_main_called_in_process_leaves_logging_as_it_found_it(tmp_path, capsys):
+    import os
+    import warnings
+
+    from pipeline.cli.logs import QUIET_ENV
+    from pipeline.cli.main import main
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level, list(warnings.filters))
+    env = {name: os.environ.get(name) for name in QUIET_ENV}
+    code = main(["run", "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.csv" in err[0] and "does not exist" in err[0]
+    assert (list(root.handlers), root.level, list(warnings.filters)) == before
+    assert {name: os.environ.get(name) for name in QUIET_ENV} == env
