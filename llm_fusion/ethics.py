@@ -267,7 +267,10 @@ class EthicsCheckStage(beam.PTransform):
             return routed["done"]
         answered, dead_letters = (
             routed[_LLM]
-            | "EthicsLLM" >> RunInference(KeyedModelHandler(self.handler)).with_exception_handling()
+            | "EthicsLLM"
+            >> RunInference(
+                KeyedModelHandler(self.handler), model_identifier=self.handler.shared_model_tag()
+            ).with_exception_handling()
         )
         judged = answered | "ApplyEthicsAnswer" >> beam.ParDo(_ApplyAnswer(self.rules))
         recovered = dead_letters.failed_inferences | "ApplyEthicsFailure" >> beam.ParDo(

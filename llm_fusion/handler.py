@@ -128,6 +128,26 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
     def share_model_across_processes(self) -> bool:
         return self._share
 
+    def shared_model_tag(self) -> str | None:
+        """RunInference's ``model_identifier`` when the model is shared across processes: the
+        ethics check and fusion with equal generation configs get one server (one load) — the
+        generator is stage-neutral, each call carries its stage's system text and template.
+        None (Beam's random tag) when not shared: then ``load_generator``'s per-process engine
+        registry gives the one load. The loader is part of the tag (a test's recording loader
+        must not be served a model another loader built), and one that does not pickle
+        deterministically gets no shared tag."""
+        if not self._share:
+            return None
+        import hashlib
+        import pickle
+
+        try:
+            loader = pickle.dumps(self._loader)
+        except Exception:  # a lambda or local class: Beam's own random tag, no sharing
+            return None
+        base = self._generation.shared_model_tag(multimodal=False)
+        return f"{base}-{hashlib.blake2b(loader, digest_size=6).hexdigest()}"
+
     def get_metrics_namespace(self) -> str:
         return self._metrics_namespace
 

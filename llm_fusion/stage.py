@@ -142,7 +142,9 @@ class FusionStage(beam.PTransform):
         inferred, dead_letters = (
             routed[_LLM]
             | "FuseWithLLM"
-            >> RunInference(KeyedModelHandler(self.handler)).with_exception_handling()
+            >> RunInference(
+                KeyedModelHandler(self.handler), model_identifier=self.handler.shared_model_tag()
+            ).with_exception_handling()
         )
         fused = inferred | "ApplyFusionOutput" >> beam.ParDo(_ApplyOutput(self.rules))
         recovered = dead_letters.failed_inferences | "ApplyFusionFallback" >> beam.ParDo(

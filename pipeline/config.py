@@ -378,6 +378,8 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
             section.setdefault("chat_template", fusion_section.get("chat_template", "auto"))
         ethics = dataclass_from_dict(EthicsConfig, section, "ethics")
 
+    caption, ethics, fusion = plan_gpu_memory(caption, ethics, fusion)
+
     writer_data = dict(data.get("writer") or {})
     writer_data["output"] = run.output
     writer = dataclass_from_dict(WriterConfig, writer_data, "writer")
@@ -390,6 +392,84 @@ def build_pipeline_config(data: Mapping[str, Any]) -> PipelineConfig:
         fusion=fusion,
         writer=writer,
     )
+
+
+def plan_gpu_memory(caption: Any, ethics: Any, fusion: Any) -> tuple[Any, Any, Any]:
+    """Give every vLLM engine of one worker its share of the GPU, and refuse plans that cannot fit.
+
+    The caption, ethics and fusion stages of one job run on the same workers; ethics reuses
+    the fusion engine when its load settings are the same (``GenerationConfig.engine_key``).
+    Engines without an explicit ``gpu_memory_utilization`` split 0.9 evenly between the distinct
+    vLLM engines of the run; explicit and split shares together must stay within 0.95, or the
+    second engine to start finds no memory (vLLM reserves its share up front). Transformers
+    engines reserve nothing and are not counted.
+    """
+    from pipeline.generation.config import (
+        DEFAULT_GPU_MEMORY_UTILIZATION,
+        MAX_GPU_MEMORY_UTILIZATION,
+    )
+
+    stages = [
+        (name, cfg)
+        for name, cfg in (("caption", caption), ("ethics", ethics), ("fusion", fusion))
+        if cfg is not None and getattr(cfg, "generation", None) is not None
+    ]
+    engines: dict[tuple, list[str]] = {}  # load settings but the share -> the stages using it
+    for name, cfg in stages:
+        gen = cfg.generation
+        if gen.backend != "vllm":
+            continue
+        key = dataclasses.replace(gen, gpu_memory_utilization=None).engine_key()
+        engines.setdefault((key, name == "caption"), []).append(name)
+    if not engines:
+        return caption, ethics, fusion
+    given = {
+        engine: [
+            dict(stages)[n].generation.gpu_memory_utilization
+            for n in names
+            if dict(stages)[n].generation.gpu_memory_utilization is not None
+        ]
+        for engine, names in engines.items()
+    }
+    for engine, values in given.items():
+        if len(set(values)) > 1:
+            raise ConfigError(
+                f"{' and '.join(engines[engine])} share one engine but ask for different "
+                f"gpu_memory_utilization ({values}); give them one value"
+            )
+    auto = [engine for engine, values in given.items() if not values]
+    explicit_sum = sum(values[0] for values in given.values() if values)
+    share = round((DEFAULT_GPU_MEMORY_UTILIZATION - explicit_sum) / len(auto), 3) if auto else 0
+    if auto and share < 0.05:
+        raise ConfigError(
+            f"no GPU memory left for {', '.join(n for e in auto for n in engines[e])}: the other "
+            f"vLLM engines of this worker ask for {explicit_sum:.2f}; set "
+            "*.generation.gpu_memory_utilization for each stage explicitly"
+        )
+    shares = {e: (given[e][0] if given[e] else share) for e in engines}
+    total = sum(shares.values())
+    if total > MAX_GPU_MEMORY_UTILIZATION + 1e-9:
+        parts = " + ".join(f"{'/'.join(engines[e])} {shares[e]:.2f}" for e in engines)
+        raise ConfigError(
+            f"gpu_memory_utilization of the vLLM engines on one worker adds up to {total:.2f} "
+            f"({parts}) > {MAX_GPU_MEMORY_UTILIZATION}: they share one GPU. Lower the shares "
+            "(*.generation.gpu_memory_utilization), or run two jobs: --stages download,caption "
+            "on one GPU pool, then --from OUTPUT --stages fuse on another"
+        )
+
+    def with_share(cfg: Any) -> Any:
+        if cfg is None or getattr(cfg, "generation", None) is None:
+            return cfg
+        gen = cfg.generation
+        if gen.backend != "vllm":
+            return cfg
+        key = dataclasses.replace(gen, gpu_memory_utilization=None).engine_key()
+        engine = (key, cfg is caption)
+        return dataclasses.replace(
+            cfg, generation=dataclasses.replace(gen, gpu_memory_utilization=shares[engine])
+        )
+
+    return with_share(caption), with_share(ethics), with_share(fusion)
 
 
 def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
@@ -420,6 +500,7 @@ __all__ = [
     "PipelineConfig",
     "RunConfig",
     "build_pipeline_config",
+    "plan_gpu_memory",
     "config_to_dict",
     "dataclass_from_dict",
     "deep_merge",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -12,6 +13,8 @@ if TYPE_CHECKING:  # keep `import pipeline.generation` free of torch/transformer
     from PIL import Image
 
 BACKENDS = ("transformers", "vllm")
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # one vLLM engine alone on its GPU
+MAX_GPU_MEMORY_UTILIZATION = 0.95  # the most all engines of one worker may reserve together
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -28,6 +31,9 @@ class GenerationConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (transformers backend)
     dtype: str = "auto"  # auto: bfloat16 on CUDA when supported, else float32
     max_new_tokens: int = 77
+    # stop tokens are ignored until this many new tokens (benchmarks force a fixed length: a
+    # random-weight model must not stop early); 0: stop whenever the model ends
+    min_new_tokens: int = 0
     do_sample: bool = False  # greedy by default: deterministic, as VeCLIP
     temperature: float = 1.0
     top_p: float = 1.0
@@ -43,7 +49,10 @@ class GenerationConfig:
     # committing shards of failed rows; 0: never
     max_failed_batches: int = DEFAULT_MAX_FAILED_BATCHES
     # vLLM only
-    gpu_memory_utilization: float = 0.9
+    # the share of the GPU this engine may take (vLLM reserves it: weights + KV cache). None:
+    # 0.9 alone; a pipeline config splits 0.9 between the vLLM engines of one worker, and
+    # rejects explicit shares that add up past 0.95 (pipeline.config.plan_gpu_memory)
+    gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
@@ -59,6 +68,8 @@ class GenerationConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 (use do_sample=False for greedy)")
         if not 0 < self.top_p <= 1:
@@ -69,7 +80,7 @@ class GenerationConfig:
             raise ValueError("need 1 <= min_batch_size <= batch_size")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
             raise ValueError("max_batch_duration_secs must be > 0 when set")
-        if not 0 < self.gpu_memory_utilization <= 1:
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be >= 1 when set")
@@ -77,6 +88,29 @@ class GenerationConfig:
             raise ValueError("max_failed_batches must be >= 0 (0: never give the bundle back)")
         if self.tensor_parallel_size < 1:
             raise ValueError("tensor_parallel_size must be >= 1")
+
+    def engine_key(self) -> tuple:
+        """What loading depends on (not decoding or batching): configs with equal keys can
+        share one loaded engine."""
+        return (
+            self.model,
+            self.backend,
+            self.device,
+            self.dtype,
+            self.trust_remote_code,
+            self.gpu_memory_utilization,
+            self.max_model_len,
+            self.tensor_parallel_size,
+            self.enforce_eager,
+        )
+
+    def shared_model_tag(self, multimodal: bool) -> str:
+        """Beam's ``model_identifier`` for a model shared across processes: stages whose
+        configs are equal get one server process (one load); any difference gets its own."""
+        import hashlib
+
+        text = repr((sorted(dataclasses.asdict(self).items()), multimodal))
+        return "vecap-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for Beam's ``BatchElements`` (via ``ModelHandler.batch_elements_kwargs``)."""
@@ -117,10 +151,52 @@ class Generator(Protocol):
         proxy, which forwards method calls but not attributes such as ``processor``."""
 
 
+class ModelLoadError(RuntimeError):
+    """A checkpoint that cannot be loaded: one line naming the model and the reason."""
+
+    @classmethod
+    def wrap(cls, model: str, backend: str, exc: BaseException) -> ModelLoadError:
+        if isinstance(exc, ModelLoadError):
+            return exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if len(reason) > 400:
+            reason = reason[:399] + "\u2026"
+        return cls(f"cannot load model {model!r} ({backend} backend): {reason}")
+
+
+def check_model_reachable(model: str, backend: str) -> None:
+    """Fail fast, naming the model, when ``model`` is a local path that does not exist.
+
+    A hub id (``org/name``) is left to the backend's loader (whose errors are wrapped in
+    :class:`ModelLoadError` too); a path is anything absolute, relative (``./``, ``../``, ``~``)
+    or with a URL scheme.
+    """
+    import os
+
+    if "://" in model or os.path.isdir(os.path.expanduser(model)):
+        return  # a remote URL (the loader says whether it is there) or a local checkpoint
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") > 1
+    if looks_local:
+        raise ModelLoadError(
+            f"cannot load model {model!r} ({backend} backend): no such directory "
+            "(give a hub id such as llava-hf/llava-1.5-7b-hf or an existing local checkpoint)"
+        )
+
+
 def check_aligned(prompts: Sequence[str], images: Sequence[Any] | None) -> None:
     """Fail loudly on misaligned inputs rather than caption the wrong image."""
     if images is not None and len(images) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
 
 
-__all__ = ["BACKENDS", "DTYPES", "GenerationConfig", "Generator", "check_aligned"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_GPU_MEMORY_UTILIZATION",
+    "DTYPES",
+    "MAX_GPU_MEMORY_UTILIZATION",
+    "GenerationConfig",
+    "Generator",
+    "ModelLoadError",
+    "check_aligned",
+    "check_model_reachable",
+]

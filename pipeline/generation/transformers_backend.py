@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.chat import ChatMixin
-from pipeline.generation.config import GenerationConfig, check_aligned
+from pipeline.generation.config import (
+    GenerationConfig,
+    ModelLoadError,
+    check_aligned,
+    check_model_reachable,
+)
 from pipeline.generation.recovery import CallGuard
+from pipeline.generation.stops import stop_token_ids
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,21 +63,40 @@ class TransformersGenerator(ChatMixin):
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         common = {"trust_remote_code": config.trust_remote_code}
-        if multimodal:
-            self._processor = AutoProcessor.from_pretrained(config.model, **common)
-            tokenizer = self._processor.tokenizer
-            model_cls = AutoModelForImageTextToText
-        else:
-            self._processor = AutoTokenizer.from_pretrained(config.model, **common)
-            tokenizer = self._processor
-            model_cls = AutoModelForCausalLM
-        # decoder-only batching: pad on the left so every row's next token is at position -1
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
-        self.model = model_cls.from_pretrained(config.model, dtype=self.dtype, **common)
-        self.model.to(self.device).eval()
+        check_model_reachable(config.model, config.backend)
+        try:
+            if multimodal:
+                self._processor = AutoProcessor.from_pretrained(config.model, **common)
+                tokenizer = self._processor.tokenizer
+                model_cls = AutoModelForImageTextToText
+            else:
+                self._processor = AutoTokenizer.from_pretrained(config.model, **common)
+                tokenizer = self._processor
+                model_cls = AutoModelForCausalLM
+            # decoder-only batching: pad on the left so every row's next token is at position -1
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self.tokenizer = tokenizer
+            # weights go straight to their device in the configured dtype: a device_map of one
+            # device needs no accelerate, and no process holds a full fp32 copy in host RAM
+            # (each SDK process on a GPU worker would otherwise read the whole checkpoint)
+            self.model = model_cls.from_pretrained(
+                config.model, dtype=self.dtype, device_map={"": self.device}, **common
+            ).eval()
+        except Exception as exc:
+            raise ModelLoadError.wrap(config.model, config.backend, exc) from exc
+        # one explicit stop set (tokenizer eos, <|eot_id|>, <|im_end|>, generation config eos)
+        self.stop_token_ids = stop_token_ids(tokenizer, self.model.generation_config)
+
+    def with_config(self, config: GenerationConfig):
+        """This engine (same weights, same lock) decoding with ``config``'s settings."""
+        if config.engine_key() != self.config.engine_key():
+            raise ValueError("with_config changes decoding settings only, not what is loaded")
+        view = copy.copy(self)
+        view.config = config
+        view._engine = self  # keeps the loaded engine (and its registry entry) alive
+        return view
 
     @property
     def processor(self) -> Any:
@@ -105,7 +131,10 @@ class TransformersGenerator(ChatMixin):
             "max_new_tokens": cfg.max_new_tokens,
             "do_sample": cfg.do_sample,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.stop_token_ids,
         }
+        if cfg.min_new_tokens:
+            kwargs["min_new_tokens"] = cfg.min_new_tokens
         if cfg.do_sample:
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
             if cfg.seed is not None:

@@ -8,11 +8,19 @@ in-process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generation.chat import ChatMixin
-from pipeline.generation.config import GenerationConfig, check_aligned
+from pipeline.generation.config import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    GenerationConfig,
+    ModelLoadError,
+    check_aligned,
+    check_model_reachable,
+)
 from pipeline.generation.recovery import CallGuard
+from pipeline.generation.stops import load_generation_config, stop_token_ids
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -70,7 +78,8 @@ class VllmGenerator(ChatMixin):
             "model": config.model,
             "dtype": config.dtype,
             "seed": config.seed if config.seed is not None else 0,
-            "gpu_memory_utilization": config.gpu_memory_utilization,
+            "gpu_memory_utilization": config.gpu_memory_utilization
+            or DEFAULT_GPU_MEMORY_UTILIZATION,
             "tensor_parallel_size": config.tensor_parallel_size,
             "enforce_eager": config.enforce_eager,
             "trust_remote_code": config.trust_remote_code,
@@ -79,14 +88,40 @@ class VllmGenerator(ChatMixin):
             kwargs["max_model_len"] = config.max_model_len
         if multimodal:
             kwargs["limit_mm_per_prompt"] = {"image": 1}  # one image per caption prompt
-        self.llm = vllm.LLM(**kwargs)
-        self._sampling = vllm.SamplingParams(
+        check_model_reachable(config.model, config.backend)
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except Exception as exc:
+            raise ModelLoadError.wrap(config.model, config.backend, exc) from exc
+        # one explicit stop set, the same as the transformers backend's (pipeline.generation.stops)
+        self.stop_token_ids = stop_token_ids(
+            self.llm.get_tokenizer(),
+            load_generation_config(config.model, config.trust_remote_code),
+        )
+        self._sampling = self._sampling_params(config)
+
+    def _sampling_params(self, config: GenerationConfig) -> Any:
+        import vllm
+
+        return vllm.SamplingParams(
             max_tokens=config.max_new_tokens,
+            min_tokens=config.min_new_tokens,
             temperature=config.temperature if config.do_sample else 0.0,  # 0 = greedy
             top_p=config.top_p if config.do_sample else 1.0,
             seed=config.seed if config.do_sample else None,
+            stop_token_ids=self.stop_token_ids,
             skip_special_tokens=True,
         )
+
+    def with_config(self, config: GenerationConfig):
+        """This engine (same weights, same lock) decoding with ``config``'s settings."""
+        if config.engine_key() != self.config.engine_key():
+            raise ValueError("with_config changes decoding settings only, not what is loaded")
+        view = copy.copy(self)
+        view.config = config
+        view._sampling = self._sampling_params(config)
+        view._engine = self  # keeps the loaded engine (and its registry entry) alive
+        return view
 
     @property
     def processor(self) -> Any:
