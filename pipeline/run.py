@@ -430,7 +430,13 @@ def _run_claimed(
     stage_overrides: dict[str, Any] | None,
 ) -> RunResult:
     from pipeline.progress import ShardProgress, run_summary_table
-    from pipeline.runner_options import is_local, make_pipeline, pipeline_options
+    from pipeline.runner_options import (
+        CPU_STAGES,
+        is_local,
+        local_beam_args,
+        make_pipeline,
+        pipeline_options,
+    )
 
     output = config.run.output
     manifest = keeper.manifest
@@ -458,10 +464,18 @@ def _run_claimed(
         else [s for s in plan.input_shards if s.rows > 0],
     )
 
-    options = pipeline_options(config.run.beam_args)
+    beam_args = local_beam_args(
+        config.run.beam_args, config.stages, [plan.expected_rows[s] for s in run_plan.todo]
+    )
+    if beam_args != list(config.run.beam_args):
+        print(f"vecap run: local runner: {' '.join(beam_args)}", file=stream)
+    options = pipeline_options(beam_args)
     local = is_local(options)
+    # Waves bound what the local runner materialises at a model stage's Flatten; a CPU-only
+    # job (download) is fused from read to write, each worker holding only its shards in flight.
+    wave_shards = local and not set(config.stages) <= CPU_STAGES
     waves = plan_waves(
-        run_plan, config.run.local_wave_shards * _local_workers(options) if local else None
+        run_plan, config.run.local_wave_shards * _local_workers(options) if wave_shards else None
     )
     if len(waves) > 1:
         print(
@@ -476,7 +490,7 @@ def _run_claimed(
     try:
         with progress:
             for wave in waves:
-                pipeline = make_pipeline(pipeline_options(config.run.beam_args))
+                pipeline = make_pipeline(pipeline_options(beam_args))
                 build_pipeline(pipeline, config, wave, stage_overrides)
                 result = pipeline.run()
                 result.wait_until_finish()

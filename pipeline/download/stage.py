@@ -71,6 +71,7 @@ class DownloadConfig:
     encode_format: str = "jpg"
     encode_quality: int = 95
     skip_reencode: bool = False
+    downscale_filter: str = "bicubic"  # bicubic | bilinear | lanczos (image_processing)
 
     def __post_init__(self) -> None:
         if self.threads < 1:

@@ -212,15 +212,19 @@ def records_table(records: Sequence[Record], keep_images: bool = True) -> pa.Tab
 
 def parquet_bytes(config: WriterConfig, rows: Sequence[Record]) -> bytes:
     """The shard's parquet file, serialised in memory (the shard's rows are in memory anyway)."""
-    compression = None if config.compression == "none" else config.compression
+    codec = "NONE" if config.compression == "none" else config.compression
     binary_cols = {"jpg"}  # statistics and dictionaries of image bytes are waste
     stat_cols = [f.name for f in RECORD_SCHEMA if f.name not in binary_cols]
+    # and so is compressing them: JPEG bytes do not shrink, zstd only burns CPU on them
+    compression = {f.name: "NONE" if f.name in binary_cols else codec for f in RECORD_SCHEMA}
+    level = config.compression_level
+    levels = None if level is None or codec == "NONE" else {c: level for c in stat_cols}
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(
         sink,
         RECORD_SCHEMA,
         compression=compression,
-        compression_level=config.compression_level,
+        compression_level=levels,
         use_dictionary=stat_cols,
         write_statistics=stat_cols,
     ) as writer:

@@ -124,6 +124,32 @@ def test_jpeg_draft_downscale_matches_full_decode(fixture_images):
     assert _diff(_decode(out.data), ref) < 4
 
 
+def _mse(a: Image.Image, b: Image.Image) -> float:
+    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+@pytest.mark.parametrize(("name", "size"), [("big.jpg", (336, 394)), ("photo.jpg", (200, 234))])
+def test_default_downscale_is_at_least_as_faithful_as_img2datasets(fixture_images, name, size):
+    """The quality bar: img2dataset's downscale (OpenCV INTER_AREA on the full decode, which is
+    Pillow's BOX filter) re-encoded at the same quality. Our default (draft decode + bicubic)
+    must stay at least as close to a full-decode Lanczos resize (bilinear would not, on big.jpg)."""
+    data = fixture_images[name]
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    ref = full.resize(size, Image.Resampling.LANCZOS)
+    ours = process_image(data, ImageConfig(image_size=min(size)))
+    assert (ours.width, ours.height) == size
+    buf = io.BytesIO()
+    full.resize(size, Image.Resampling.BOX).save(buf, "JPEG", quality=95)
+    assert _mse(_decode(ours.data), ref) <= _mse(_decode(buf.getvalue()), ref)
+
+
+def test_downscale_filter_is_validated():
+    with pytest.raises(ValueError, match="downscale_filter"):
+        ImageConfig(downscale_filter="nearest")
+    fast = ImageConfig(image_size=128, downscale_filter="bilinear")
+    assert fast.downscale_filter == "bilinear"
+
+
 def test_exif_orientation_is_applied(fixture_images):
     out = process_image(fixture_images["rotated.jpg"], ImageConfig(image_size=128))
     assert (out.original_width, out.original_height) == (256, 300)  # as displayed

@@ -86,6 +86,23 @@ def test_write_shard_sorted_schema_and_stats_last(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(("compression", "level"), [("zstd", None), ("zstd", 5), ("none", None)])
+def test_image_bytes_are_stored_uncompressed_the_rest_compressed(tmp_path, compression, level):
+    """JPEG bytes do not shrink: compressing them costs CPU per row and saves nothing."""
+    cfg = WriterConfig(output=str(tmp_path), compression=compression, compression_level=level)
+    rows = _records(0, 6)
+    write_shard(cfg, 0, rows, 6)
+    meta = pq.ParquetFile(parquet_path(str(tmp_path), 0)).metadata.row_group(0)
+    codecs = {
+        meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)
+    }
+    assert codecs["jpg"] == "UNCOMPRESSED"
+    expected = "UNCOMPRESSED" if compression == "none" else compression.upper()
+    assert codecs["url"] == codecs["uid"] == codecs["alt_text"] == expected
+    back = list(read_shard_records(parquet_path(str(tmp_path), 0)))
+    assert [r.jpg for r in back] == [r.jpg for r in sorted(rows, key=lambda r: r.uid)]
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
