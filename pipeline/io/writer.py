@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import threading
 import time
 import uuid
@@ -219,7 +220,9 @@ def parquet_bytes(config: WriterConfig, rows: Sequence[Record]) -> bytes:
     compression = {f.name: "NONE" if f.name in binary_cols else codec for f in RECORD_SCHEMA}
     level = config.compression_level
     levels = None if level is None or codec == "NONE" else {c: level for c in stat_cols}
-    sink = pa.BufferOutputStream()
+    # A BytesIO sink: getvalue() hands over its buffer without a copy, where an arrow
+    # BufferOutputStream's to_pybytes() would hold the shard's bytes twice at the peak.
+    sink = io.BytesIO()
     with pq.ParquetWriter(
         sink,
         RECORD_SCHEMA,
@@ -236,7 +239,7 @@ def parquet_bytes(config: WriterConfig, rows: Sequence[Record]) -> bytes:
             )
         if not rows:  # an empty shard is still a valid file with the schema
             writer.write_table(RECORD_SCHEMA.empty_table())
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def read_committed_stats(output: str, shard_id: int) -> ShardStats | None:
