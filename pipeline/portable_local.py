@@ -6,7 +6,8 @@ Three processes make a portable run, each started and stopped here by its proces
   embedded Flink cluster inside it) or Prism, Beam's Go runner built from the Go module proxy;
 - an **SDK worker pool** (``python -m apache_beam.runners.worker.worker_pool_main``) that starts
   one Python SDK worker process per request of the runner (``--environment_type=EXTERNAL``);
-- the **launcher**: ``vecap run ... --runner FlinkRunner|PortableRunner --job_endpoint ...``.
+- the **launcher**: ``vecap run ... --runner FlinkRunner --parallelism 2 --job_endpoint ...``
+  (the same command line for both job servers: :func:`runner_args`).
 
 Where the job server and Prism come from (``make portable-runners``): the job-server jar is
 fetched by ``scripts/fetch_flink_job_server.sh`` with Maven into ``~/.cache/vecap/flink``, Prism
@@ -246,17 +247,22 @@ def start_flink_job_server(workdir: Path, *, parallelism: int = 2, port: int | N
 
 def runner_args(kind: str, job_server: Service, worker_pool: Service, *,
                 parallelism: int = 2) -> list[str]:  # fmt: skip
-    """The Beam options of ``vecap run`` for a started job server and worker pool."""
-    common = [
+    """The Beam options of ``vecap run`` for a started job server and worker pool.
+
+    Both kinds get the same launcher: ``--runner FlinkRunner`` with its Flink options and
+    ``--job_endpoint`` (FlinkRunner submits to a given job service instead of starting one), so
+    a run against Prism's job service exercises the very command line a Flink run uses; only
+    the job server behind the endpoint differs."""
+    if kind not in ("flink", "prism"):
+        raise ValueError(f"unknown portable runner kind {kind!r}")
+    return [
+        "--runner=FlinkRunner",
+        f"--flink_version={flink_version()}",
+        f"--parallelism={parallelism}",
         f"--job_endpoint={job_server.endpoint}",
         "--environment_type=EXTERNAL",
         f"--environment_config={worker_pool.endpoint}",
     ]
-    if kind == "flink":
-        return ["--runner=FlinkRunner", f"--parallelism={parallelism}", *common]
-    if kind == "prism":
-        return ["--runner=PortableRunner", *common]
-    raise ValueError(f"unknown portable runner kind {kind!r}")
 
 
 def start_job_server(kind: str, workdir: Path, *, parallelism: int = 2) -> Service:

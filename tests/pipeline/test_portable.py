@@ -3,7 +3,9 @@
 Each case starts a job server (Beam's Flink job server jar with an embedded Flink cluster, or
 Prism, Beam's Go runner) and Beam's SDK worker pool (``worker_pool_main``: every SDK worker is a
 separate Python process, with the network tripwire loaded through PYTHONPATH), then drives the
-real CLI in subprocesses with ``--environment_type=EXTERNAL``:
+real CLI in subprocesses with the Flink launcher's flags for both (``--runner FlinkRunner
+--parallelism 2 --job_endpoint ... --environment_type=EXTERNAL``: FlinkRunner submits to the given
+job service, so against Prism the launcher side of a Flink run is exercised too):
 
 - download -> caption -> fuse -> write with the tiny models; rows in == rows out, no duplicate
   uid, every planned shard has its parquet and stats file and they agree;
