@@ -56,6 +56,7 @@ class GenerationConfig:
     max_model_len: int | None = None
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
+    load_format: str = "auto"  # vLLM's; "dummy": random weights from config.json (benchmarks)
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -102,6 +103,7 @@ class GenerationConfig:
             self.max_model_len,
             self.tensor_parallel_size,
             self.enforce_eager,
+            self.load_format,
         )
 
     def shared_model_tag(self, multimodal: bool) -> str:

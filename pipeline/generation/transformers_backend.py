@@ -89,6 +89,28 @@ class TransformersGenerator(ChatMixin):
         # one explicit stop set (tokenizer eos, <|eot_id|>, <|im_end|>, generation config eos)
         self.stop_token_ids = stop_token_ids(tokenizer, self.model.generation_config)
 
+    @classmethod
+    def from_model(
+        cls, model: Any, processor: Any, config: GenerationConfig, *, multimodal: bool
+    ) -> TransformersGenerator:
+        """A generator around a model built in memory (``bench/gpu.py``: a real architecture with
+        random weights, no checkpoint); ``model`` must already be on ``config.device``."""
+        self = cls.__new__(cls)
+        self.config = config
+        self.multimodal = multimodal
+        self._guard = CallGuard(config.model)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._processor = processor
+        tokenizer = processor.tokenizer if multimodal else processor
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.model = model.eval()
+        self.stop_token_ids = stop_token_ids(tokenizer, model.generation_config)
+        return self
+
     def with_config(self, config: GenerationConfig):
         """This engine (same weights, same lock) decoding with ``config``'s settings."""
         if config.engine_key() != self.config.engine_key():

@@ -84,6 +84,8 @@ class VllmGenerator(ChatMixin):
             "enforce_eager": config.enforce_eager,
             "trust_remote_code": config.trust_remote_code,
         }
+        if config.load_format != "auto":
+            kwargs["load_format"] = config.load_format
         if config.max_model_len is not None:
             kwargs["max_model_len"] = config.max_model_len
         if multimodal:
