@@ -42,6 +42,12 @@ class Captioner:
             system=config.system,
             fallback_template=config.fallback,
         )
+        if not getattr(generator.processor, "chat_template", None):
+            log.warning(
+                "%s ships no chat template on its processor: caption prompts use the layout %r",
+                config.generation.model,
+                config.fallback,
+            )
         # caption.image_aspect (pad for LLaVA-1.5 as its authors ran it), decided and applied
         # here, in the generator's process, before the processor of either backend
         self.prep = ImagePrep(

@@ -98,7 +98,7 @@ def prompt_record(config: Any) -> dict[str, Any]:
             "prompt_id": prompt.prompt_id,
             "prompt_text": prompt.template,
             "fallback": f.fallback,
-            **_chat_template_record(f.chat_template, f.generation),
+            **_chat_template_record("fusion", f.chat_template, f.generation),
         }
     if config.ethics is not None:
         from llm_fusion.ethics_prompts import ETHICS_PROMPTS
@@ -114,7 +114,7 @@ def prompt_record(config: Any) -> dict[str, Any]:
             "blocklist_file": e.blocklist_file,
         }
         if e.generation is not None:
-            out["ethics"].update(_chat_template_record(e.chat_template, e.generation))
+            out["ethics"].update(_chat_template_record("ethics", e.chat_template, e.generation))
     return out
 
 
@@ -131,10 +131,17 @@ def _aspect_resolved(caption: Any) -> str | None:
     return None if config is None else resolve_aspect("auto", config.model_type)
 
 
-def _chat_template_record(value: str, generation: Any) -> dict[str, Any]:
+def _chat_template_record(section: str, value: str, generation: Any) -> dict[str, Any]:
+    """The chat-template record; a choice that cannot work is a one-line config error here,
+    before the job starts."""
+    from pipeline.errors import ConfigError
+    from pipeline.generation.chat import ChatTemplateError
     from pipeline.generation.templates import describe_chat_template
 
-    return describe_chat_template(value, generation.model, generation.trust_remote_code)
+    try:
+        return describe_chat_template(value, generation.model, generation.trust_remote_code)
+    except ChatTemplateError as exc:
+        raise ConfigError(f"{section}.chat_template: {' '.join(str(exc).split())}") from exc
 
 
 def start_manifest(

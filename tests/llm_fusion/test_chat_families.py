@@ -192,6 +192,7 @@ def test_manifest_records_the_chat_template(chat_family_models, tmp_path) -> Non
     from types import SimpleNamespace
 
     from llm_fusion.config import EthicsConfig
+    from pipeline.errors import ConfigError
     from pipeline.manifest import prompt_record
 
     def gen(path) -> GenerationConfig:
@@ -225,5 +226,8 @@ def test_manifest_records_the_chat_template(chat_family_models, tmp_path) -> Non
 
     shutil.copytree(vicuna, anonymous)
     bad = SimpleNamespace(caption=None, ethics=None, fusion=FusionConfig(generation=gen(anonymous)))
-    with pytest.raises(ChatTemplateError, match="no chat template"):
+    with pytest.raises(ConfigError, match="^fusion.chat_template: .* has no chat template"):
         prompt_record(bad)
+    missing = FusionConfig(generation=gen(vicuna), chat_template=str(tmp_path / "none.jinja"))
+    with pytest.raises(ConfigError, match="^fusion.chat_template: chat_template '.*none.jinja'"):
+        prompt_record(SimpleNamespace(caption=None, ethics=None, fusion=missing))

@@ -86,3 +86,30 @@ def test_vllm_fuses_like_transformers_and_isolates_an_overlong_row(tiny_models, 
     assert vl[rows[6].uid] == rows[6]
     overlong = vl[rows[7].uid]
     assert overlong.fusion_source == "visual" and overlong.fusion_reason.startswith("llm_error")
+
+
+@pytest.mark.parametrize("family", ["vicuna_v1.1", "llama-3"])
+def test_vllm_renders_the_family_fallback_like_transformers(chat_family_models, family):
+    """A checkpoint without a template on vLLM: its family's template, one BOS, as transformers."""
+    from pipeline.generation import load_generator
+    from tests.llm_fusion.test_chat_families import EXPECTED, U
+
+    path = chat_family_models[family].without_template
+    generator = load_generator(
+        GenerationConfig(
+            model=str(path),
+            backend="vllm",
+            dtype="float32",
+            max_new_tokens=4,
+            enforce_eager=True,
+            max_model_len=512,
+        ),
+        multimodal=False,
+    )
+    assert generator.resolve_chat_template().source == f"fallback:{family}"
+    (prompt,) = generator.render_prompts([U])
+    assert prompt == EXPECTED[family]
+    tokenizer = generator.processor
+    ids = tokenizer(prompt)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert [isinstance(t, str) for t in generator.chat(["A dog.", "hi"])] == [True, True]
