@@ -206,6 +206,48 @@ FLINK_LOOPBACK_CONF = {
 }
 
 
+# Flink 1.x serialises JDK classes reflectively (Kryo); on Java 17 its own launch scripts open
+# these packages (env.java.opts.all), which `java -jar` of the job server does not do by itself.
+JAVA17_OPENS = tuple(
+    f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
+    for pkg in (
+        "java.lang", "java.lang.reflect", "java.io", "java.net", "java.nio", "sun.nio.ch",
+        "java.text", "java.time", "java.util", "java.util.concurrent",
+        "java.util.concurrent.atomic", "java.util.concurrent.locks",
+    )
+)  # fmt: skip
+
+
+def flink_job_server_argv(
+    jar: Path, workdir: Path, *, java: str, port: int, artifact_port: int, expansion_port: int,
+    parallelism: int,
+) -> list[str]:  # fmt: skip
+    """The job server's command line and its Flink configuration (written to
+    ``workdir/flink-conf``): an embedded cluster with ``parallelism`` slots, loopback only."""
+    conf_dir = workdir / "flink-conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = {**FLINK_LOOPBACK_CONF, "parallelism.default": str(parallelism),
+            "taskmanager.numberOfTaskSlots": str(max(parallelism, 1))}  # fmt: skip
+    text = "".join(f"{k}: {v}\n" for k, v in conf.items())
+    # Flink 1.x reads flink-conf.yaml, Flink 1.19+ prefers config.yaml (2.x only reads that)
+    for name in ("flink-conf.yaml", "config.yaml"):
+        (conf_dir / name).write_text(text)
+    return [
+        java,
+        *JAVA17_OPENS,
+        "-Djava.net.preferIPv4Stack=true",
+        f"-Djava.io.tmpdir={workdir}",
+        "-jar", str(jar),
+        "--flink-master=[local]",
+        f"--flink-conf-dir={conf_dir}",
+        f"--job-host={LOOPBACK}",
+        f"--job-port={port}",
+        f"--artifact-port={artifact_port}",
+        f"--expansion-port={expansion_port}",
+        f"--artifacts-dir={workdir / 'artifacts'}",
+    ]  # fmt: skip
+
+
 def start_flink_job_server(workdir: Path, *, parallelism: int = 2, port: int | None = None,
                            timeout_s: float = 180) -> Service:  # fmt: skip
     """Beam's Flink job server with an embedded Flink cluster (``--flink-master [local]``).
@@ -219,29 +261,12 @@ def start_flink_job_server(workdir: Path, *, parallelism: int = 2, port: int | N
         raise PortableUnavailable("no `java` on PATH: the Flink job server needs Java 17")
     port = port or free_port()
     artifact_port, expansion_port = free_port(), free_port()
-    conf_dir = workdir / "flink-conf"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    conf = {**FLINK_LOOPBACK_CONF, "parallelism.default": str(parallelism),
-            "taskmanager.numberOfTaskSlots": str(max(parallelism, 1))}  # fmt: skip
-    text = "".join(f"{k}: {v}\n" for k, v in conf.items())
-    # Flink 1.x reads flink-conf.yaml, Flink 2.x config.yaml: write both
-    for name in ("flink-conf.yaml", "config.yaml"):
-        (conf_dir / name).write_text(text)
-    argv = [
-        java,
-        "-Djava.net.preferIPv4Stack=true",
-        f"-Djava.io.tmpdir={workdir}",
-        "-jar", str(jar),
-        "--flink-master=[local]",
-        f"--flink-conf-dir={conf_dir}",
-        f"--job-host={LOOPBACK}",
-        f"--job-port={port}",
-        f"--artifact-port={artifact_port}",
-        f"--expansion-port={expansion_port}",
-        f"--artifacts-dir={workdir / 'artifacts'}",
-    ]  # fmt: skip
-    env = dict(os.environ)
-    return _start("flink-job-server", argv, port, workdir, env, timeout_s,
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = flink_job_server_argv(
+        jar, workdir, java=java, port=port, artifact_port=artifact_port,
+        expansion_port=expansion_port, parallelism=parallelism,
+    )  # fmt: skip
+    return _start("flink-job-server", argv, port, workdir, dict(os.environ), timeout_s,
                   {"artifact": artifact_port, "expansion": expansion_port})  # fmt: skip
 
 
