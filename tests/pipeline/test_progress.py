@@ -91,7 +91,9 @@ def test_waves_and_bar_only_on_the_local_runner(beam_args, local, tmp_path, monk
         {
             "input": str(table),
             "output": str(tmp_path / "out"),
-            "stages": ["download"],
+            # a model stage: a download-only job runs in one wave on the local runner too
+            "stages": ["download", "caption"],
+            "caption": {"generation": {"model": "unused-fake"}},
             "progress": True,
             "local_wave_shards": 1,
             "reader": {"shard_size": 2},
@@ -99,7 +101,11 @@ def test_waves_and_bar_only_on_the_local_runner(beam_args, local, tmp_path, monk
         }
     )
     stream = io.StringIO()
-    res = run_pipeline(cfg, stream=stream, stage_overrides={"download": beam.Map(_identity)})
+    res = run_pipeline(
+        cfg,
+        stream=stream,
+        stage_overrides={"download": beam.Map(_identity), "caption": beam.Map(_identity)},
+    )
     assert res.status == "succeeded" and len(res.written) == 3
     text = stream.getvalue()
     if local:
