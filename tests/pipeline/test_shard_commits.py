@@ -348,3 +348,94 @@ def test_the_heartbeat_is_renewed_while_the_run_goes_on(table, tmp_path, monkeyp
     monkeypatch.setattr(writer, "put_if_absent", slow_commit)
     run_pipeline(_config(table, out, heartbeat_s=0.05), stream=io.StringIO())
     assert len(set(beats)) >= 3 and beats == sorted(beats)
+
+
+# --------------------------------------------------------------------------- readers and gc
+
+
+def _plant_orphan(out: str, shard: int, like: int) -> str:
+    """An uncommitted attempt of ``shard``: shard ``like``'s rows with ORPHAN alt texts."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(out)
+    with fs.open(fsspec.core.url_to_fs(parquet_path(out, like))[1], "rb") as f:
+        table = pq.read_table(f)
+    table = table.set_column(
+        table.schema.get_field_index("alt_text"),
+        "alt_text",
+        pc.binary_join_element_wise("ORPHAN ", table.column("alt_text"), ""),
+    )
+    name = f"part-{shard:05d}.0123456789abcdef.parquet"
+    with fs.open(f"{root.rstrip('/')}/shards/{name}", "wb") as f:
+        pq.write_table(table, f)
+    return name
+
+
+def test_every_reader_reads_only_what_stats_files_name_and_gc(table, store_root, clean_rows):
+    from clip_trainer.data import find_parquet_files
+    from pipeline.cli.main import main as vecap
+    from pipeline.io.export_json import ExportConfig, export_json
+    from pipeline.io.stats_summary import output_stats
+    from pipeline.report.outputs import scan_output
+
+    out = f"{store_root}/readers"
+    run_pipeline(_config(table, out), stream=io.StringIO())
+    committed = {sid: parquet_path(out, sid) for sid in range(SHARDS)}
+    orphans = [_plant_orphan(out, 1, like=1), _plant_orphan(out, 9, like=2)]
+
+    # --from: the next run reads the committed parquet of each shard
+    out2 = f"{store_root}/readers-from"
+    run_pipeline(
+        build_pipeline_config({"from": out, "output": out2, "stages": [], "progress": False}),
+        stream=io.StringIO(),
+    )
+    assert _rows_of(out2) == clean_rows
+    # export-json
+    exported = export_json(ExportConfig(source=out, caption="alt", splits=2, dest=f"{out2}/rel"))
+    assert exported.rows_read == ROWS and exported.entries == ROWS
+    for path in exported.files:
+        fs, p = fsspec.core.url_to_fs(path)
+        assert "ORPHAN" not in fs.cat_file(p).decode()
+    # stats: counts from the commits, the orphans reported
+    stats = output_stats(out)
+    assert stats.rows == ROWS and stats.caption_lengths["alt"].count == ROWS
+    assert stats.uncommitted_files == 2 and stats.uncommitted_bytes > 0
+    # report
+    scan = scan_output(out)
+    assert [f.shard_id for f in scan.finished] == list(range(SHARDS)) and scan.in_progress == [9]
+    fs, _ = fsspec.core.url_to_fs(out)
+    assert [fs.unstrip_protocol(f.parquet_path) for f in scan.finished] == [
+        fs.unstrip_protocol(fsspec.core.url_to_fs(p)[1]) for p in committed.values()
+    ]
+    # the trainer
+    trained = find_parquet_files([out])
+    assert len(trained) == SHARDS and not any(o in t for t in trained for o in orphans)
+
+    # vecap stats says so; vecap gc removes exactly the orphans, never a commit
+    import contextlib
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert vecap(["stats", out, "--no-caption-lengths"]) == 0
+        assert vecap(["gc", out]) == 0
+    assert "uncommitted attempt files: 2" in buf.getvalue()
+    assert "removed 2 uncommitted files" in buf.getvalue()
+    assert _parquet_names(out) == sorted(s.parquet for s in finished_shards(out).values())
+    assert _glob_dataset_rows(out) == clean_rows
+
+
+def test_gc_keeps_open_attempts_while_a_run_is_live(table, tmp_path):
+    out = str(tmp_path / "out")
+    run_pipeline(_config(table, out), stream=io.StringIO())
+    orphans = [_plant_orphan(out, 1, like=1), _plant_orphan(out, 9, like=2)]
+    manifest = read_manifest(out)
+    manifest["status"] = "running"
+    manifest["run"] = {**manifest["run"], "host": "elsewhere", "heartbeat_at": time.time()}
+    write_manifest(out, manifest)
+    from pipeline.cli.main import main as vecap
+
+    assert vecap(["gc", out]) == 0
+    # shard 9 is not committed: a live run may be about to commit that very file
+    names = _parquet_names(out)
+    assert orphans[1] in names and orphans[0] not in names
