@@ -187,15 +187,23 @@ def put_if_absent(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool
         except FileExistsError:
             return False
         except OSError as e:
-            # s3fs maps 412 to FileExistsError only when the server names the condition;
-            # servers that do not (some S3-compatible stores) give a plain precondition error
-            if "precondition" in str(e).lower():
+            # s3fs maps 412 to FileExistsError only when the server names the condition in its
+            # error (AWS, moto); MinIO does not, and s3fs raises a plain OSError(EINVAL)
+            if _precondition_failed(e):
                 return False
             raise
     raise CommitNotSupported(
         f"{sorted(protocols)}: no create-only write known for this filesystem, so a shard "
         "commit could replace another attempt's; write outputs to a local disk, s3:// or gs://"
     )
+
+
+def _precondition_failed(error: OSError) -> bool:
+    cause = error.__cause__
+    response = getattr(cause, "response", None) or {}
+    code = (response.get("Error") or {}).get("Code")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code == "PreconditionFailed" or status == 412
 
 
 # --------------------------------------------------------------------------- reading
@@ -221,7 +229,7 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
     listing = ShardListing(root=root)
     try:
         fs.invalidate_cache(root)  # s3fs/gcsfs cache listings: another process wrote here
-        entries = fs.ls(root, detail=True)
+        entries = _list_entries(fs, root)
     except FileNotFoundError:
         return fs, listing
     for entry in entries:
@@ -241,6 +249,33 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
         else:
             listing.other.append(name)
     return fs, listing
+
+
+# Object-store listings are paginated (1,000 keys a request, each waiting for the last): an
+# output of 300,000 shards is 600 requests in a row. Listed by these key prefixes instead, the
+# pages of different prefixes are fetched concurrently.
+LISTING_PREFIXES = tuple(f"part-{i:02d}" for i in range(100)) + (".part-",)
+
+
+def _list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
+    """Every entry directly under ``root``: one ``ls`` on local disks and in memory, concurrent
+    prefix listings on async object stores (s3fs, gcsfs)."""
+    if is_local(fs) or not getattr(fs, "async_impl", False) or not hasattr(fs, "_find"):
+        return fs.ls(root, detail=True)
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    async def list_all() -> list[dict]:
+        found = await asyncio.gather(
+            *(fs._find(root, prefix=p, maxdepth=1, detail=True) for p in LISTING_PREFIXES)
+        )
+        return [entry for part in found for entry in part.values()]
+
+    entries = sync(fs.loop, list_all)
+    if not entries and not fs.exists(root):
+        raise FileNotFoundError(root)
+    return entries
 
 
 def read_stats_files(
