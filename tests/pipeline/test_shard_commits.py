@@ -265,7 +265,7 @@ def test_kill_9_mid_write_then_rerun_is_identical(table, store_root, clean_rows,
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     done = finished_shards(out)
-    assert 2 not in done and len(done) == 2  # the first wave committed, shard 2 did not
+    assert 2 not in done and len(done) < SHARDS  # killed before shard 2's commit
     assert read_manifest(out)["status"] == "running"  # the launcher died mid-run
 
     # the rerun sees the launcher's process gone and resumes: no --takeover needed here
