@@ -20,6 +20,7 @@ Outputs written before attempt names existed (``part-00042.parquet``, a stats fi
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -141,6 +142,18 @@ def put_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     fs.pipe_file(path, data)
 
 
+def _create_exclusive(path: str, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
 _memory_lock = threading.Lock()
 
 
@@ -167,6 +180,12 @@ def put_if_absent(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool
             return True
         except FileExistsError:
             return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # no hard links here (some FUSE mounts): O_EXCL creation is still exclusive, but a
+            # crash mid-write could leave a short commit; this file is small and fsynced
+            return _create_exclusive(path, data)
         finally:
             os.unlink(tmp)
     if "memory" in protocols:

@@ -227,3 +227,21 @@ def test_write_shards_in_beam_fails_loudly_on_lost_rows(tmp_path):
     with pytest.raises(Exception, match="5 were read"), BeamTestPipeline(runner=FnApiRunner()) as p:
         (p | beam.Create(_records(0, 4)) | WriteShards(WriterConfig(output=str(tmp_path)), {0: 5}))
     assert finished_shards(str(tmp_path)) == {}
+
+
+def test_commit_without_hard_links_is_still_exclusive(tmp_path, monkeypatch):
+    """Filesystems without link(2) (some FUSE mounts) fall back to O_EXCL creation."""
+    import errno
+    import os
+
+    from pipeline.io.shard_files import fs_and_path, put_if_absent
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    fs, root = fs_and_path(str(tmp_path))
+    assert put_if_absent(fs, f"{root}/c.json", b"first") is True
+    assert put_if_absent(fs, f"{root}/c.json", b"second") is False
+    assert (tmp_path / "c.json").read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]  # no temporaries left
