@@ -527,6 +527,11 @@ def main() -> None:
         else None,
         "peak_rss_mb": round(chosen["peak_rss_mb"], 1),
         "best_images_per_s": round(best["images_per_s"], 1),
+        "best_ratio_vs_img2dataset": round(best["images_per_s"] / i2d_rate, 3)
+        if i2d_rate
+        else None,
+        "best_cpu_ms_per_image": round(best["cpu_ms_per_image"], 2),
+        "best_peak_rss_mb": round(best["peak_rss_mb"], 1),
         "best_args": BEST_ARGS,
         "img2dataset_cpu_ms_per_image": round(results["img2dataset"]["cpu_ms_per_image"], 2)
         if i2d_rate
