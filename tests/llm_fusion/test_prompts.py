@@ -16,6 +16,8 @@ from llm_fusion.prompts import (
     load_prompt_file,
 )
 from pipeline.generation import render_chat
+from pipeline.generation.templates import family_template
+from tests.fixtures.chat_families import family_spec
 
 ALT = "Rustic bathroom style."
 VC = "The bathroom is well-decorated with a window, sink, toilet, and shelves."
@@ -67,40 +69,13 @@ def test_golden_capsfusion_prompt() -> None:
     assert CAPSFUSION_V1.user_text(ALT, VC) == GOLDEN_CAPSFUSION_USER
 
 
-# -- chat templates, small jinja re-creations of each family's published template ------------
+# -- chat templates: each family's published template (tests/fixtures/chat_templates) --------
 
-VICUNA_V11 = (
-    "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}"
-    "{% set messages = messages[1:] %}{% else %}{% set sys = 'A chat between a curious user and "
-    "an artificial intelligence assistant. The assistant gives helpful, detailed, and polite "
-    "answers to the user\\'s questions.' %}{% endif %}{{ sys }}"
-    "{% for m in messages %}{% if m['role'] == 'user' %}{{ ' USER: ' + m['content'] }}"
-    "{% else %}{{ ' ASSISTANT: ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ ' ASSISTANT:' }}{% endif %}"
-)
-LLAMA2 = (
-    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
-    "{{ '[INST] ' + m['content'] | trim + ' [/INST]' }}{% else %}"
-    "{{ ' ' + m['content'] | trim + ' ' + eos_token }}{% endif %}{% endfor %}"
-)
-LLAMA3 = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim"
-    " + '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{% endif %}"
-)
-MISTRAL = (
-    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
-    "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ m['content'] + eos_token }}"
-    "{% endif %}{% endfor %}"
-)
-QWEN = (
-    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+VICUNA_V11 = family_template("vicuna_v1.1")  # vicuna ships none: FastChat's, as jinja
+LLAMA2 = family_spec("llama-2")["chat_template"]
+LLAMA3 = family_spec("llama-3")["chat_template"]
+MISTRAL = family_spec("mistral")["chat_template"]
+QWEN = family_spec("qwen2.5")["chat_template"]
 
 U = GOLDEN_VECLIP_USER
 TEMPLATE_CASES = {
@@ -124,9 +99,8 @@ TEMPLATE_CASES = {
     "qwen": (
         QWEN,
         "<|endoftext|>",
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        + U
-        + "<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+        "assistant.<|im_end|>\n<|im_start|>user\n" + U + "<|im_end|>\n<|im_start|>assistant\n",
     ),
 }
 
