@@ -8,8 +8,10 @@ A config file (YAML or TOML) mirrors the dataclasses::
     beam_args: ["--runner=DataflowRunner", "--project=my-project"]
     reader:   {url_column: url, caption_column: caption, shard_size: 1000}
     download: {threads: 64, image_size: 336}
-    caption:  {prompt_id: ..., generation: {model: llava-hf/llava-1.5-7b-hf, batch_size: 16}}
-    fusion:   {fallback: visual, generation: {model: lmsys/vicuna-7b-v1.5}}
+    caption:  {prompt_id: ..., image_aspect: auto,     # auto: pad for LLaVA-1.5, native else
+               generation: {model: llava-hf/llava-1.5-7b-hf, batch_size: 16}}
+    fusion:   {fallback: visual, chat_template: auto,  # auto: own template, else the family's
+               generation: {model: lmsys/vicuna-7b-v1.5}}
     ethics:   {policy: exclude, blocklist: [...]}   # generation defaults to the fusion model
     writer:   {rows_per_row_group: 256}
 
