@@ -290,16 +290,20 @@ def write_shard(
     _, final_stats = _fs(stats_path(config.output, shard_id))
     if put_if_absent(fs, final_stats, stats.to_json().encode()):
         return stats
-    # another attempt committed this shard while this one wrote: its commit stands
-    _COMMITS_LOST.inc()
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(parquet)
     winner = read_committed_stats(config.output, shard_id)
     if winner is None:
         raise RuntimeError(
             f"shard {shard_id}: the stats file existed a moment ago and is gone now; is "
             "another run clearing this output (--overwrite)?"
         )
+    if winner.parquet == name:
+        # our own commit: the create succeeded but its answer was lost and the client's retry
+        # met our own file (a 412); deleting the parquet now would break the commit
+        return winner
+    # another attempt committed this shard while this one wrote: its commit stands
+    _COMMITS_LOST.inc()
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(parquet)
     return winner
 
 

@@ -245,3 +245,22 @@ def test_commit_without_hard_links_is_still_exclusive(tmp_path, monkeypatch):
     assert put_if_absent(fs, f"{root}/c.json", b"second") is False
     assert (tmp_path / "c.json").read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]  # no temporaries left
+
+
+def test_a_commit_whose_answer_was_lost_keeps_its_parquet(tmp_path, monkeypatch):
+    """S3 clients retry a PUT whose response was lost: the retry meets the attempt's own commit
+    (412) and reports it lost. The attempt must see its own name in the stats file and keep
+    its parquet, not delete the file the commit names."""
+    import pipeline.io.writer as writer
+
+    real = writer.put_if_absent
+
+    def created_but_answer_lost(fs, path, data):
+        assert real(fs, path, data) is True
+        return False  # what the retried request says
+
+    monkeypatch.setattr(writer, "put_if_absent", created_but_answer_lost)
+    cfg = WriterConfig(output=str(tmp_path))
+    stats = write_shard(cfg, 2, _records(2, 4), 4)
+    assert finished_shards(str(tmp_path))[2] == stats
+    assert len(list(read_shard_records(parquet_path(str(tmp_path), 2)))) == 4
