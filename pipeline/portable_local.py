@@ -284,6 +284,9 @@ def runner_args(kind: str, job_server: Service, worker_pool: Service, *,
         "--runner=FlinkRunner",
         f"--flink_version={flink_version()}",
         f"--parallelism={parallelism}",
+        # one SDK worker process per slot (Flink's default is one per TaskManager, all slots
+        # sharing it through threads); Prism runs one worker per environment and ignores it
+        f"--sdk_worker_parallelism={parallelism}",
         f"--job_endpoint={job_server.endpoint}",
         "--environment_type=EXTERNAL",
         f"--environment_config={worker_pool.endpoint}",

@@ -57,6 +57,7 @@ def test_both_job_servers_get_the_flink_launchers_command_line(tmp_path):
         "--runner=FlinkRunner",
         f"--flink_version={pl.flink_version()}",
         "--parallelism=2",
+        "--sdk_worker_parallelism=2",
         "--job_endpoint=127.0.0.1:4001",
         "--environment_type=EXTERNAL",
         "--environment_config=127.0.0.1:4002",
