@@ -391,7 +391,7 @@ def run_pipeline(
         source=config.run.source,
         plan=plan.summary(),
     )
-    keeper = _claim_output(config, manifest)
+    keeper = _claim_output(config, manifest, stream)
     try:
         if on_start is not None:
             on_start(plan)
@@ -405,15 +405,22 @@ def run_pipeline(
         keeper.stop()
 
 
-def _claim_output(config: PipelineConfig, manifest: dict[str, Any]) -> ManifestKeeper:
+def _claim_output(
+    config: PipelineConfig, manifest: dict[str, Any], stream: TextIO
+) -> ManifestKeeper:
     """Record this run (id, host, pid, start, heartbeat) in the manifest and start renewing the
     heartbeat; refuse if another launcher claimed the output at the same moment."""
     output = config.run.output
     run = new_run_record(config.run.heartbeat_s)
     keeper = ManifestKeeper(
-        output, {**manifest, "run": run}, write_manifest, heartbeat_s=config.run.heartbeat_s
+        output,
+        {**manifest, "run": run},
+        write_manifest,
+        heartbeat_s=config.run.heartbeat_s,
+        stream=stream,
+        read=read_manifest,
     )
-    keeper.replace(keeper.manifest)
+    keeper.replace(keeper.manifest, claim=True)
     # two launchers starting together both found the output free: the last manifest write wins
     # and the other sees it here (object stores read their own writes)
     now = read_manifest(output) or {}

@@ -149,25 +149,49 @@ class ManifestKeeper:
     write: Callable[[str, dict[str, Any]], None]
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     stream: TextIO | None = None
+    # reads the output's manifest as it is now: before each write after the claim, so a run
+    # taken over (--takeover, a stale heartbeat) stops writing over its successor's record
+    read: Callable[[str], dict[str, Any] | None] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
+        self.taken_over_by: dict[str, Any] | None = None
 
-    def replace(self, manifest: dict[str, Any]) -> None:
+    def _run_id(self) -> Any:
+        return (self.manifest.get("run") or {}).get("run_id")
+
+    def replace(self, manifest: dict[str, Any], *, claim: bool = False) -> bool:
+        """Write ``manifest`` with a fresh heartbeat; False (nothing written) when another run
+        has taken the output over since this one claimed it."""
         with self._lock:
+            if self.taken_over_by is not None:
+                return False
+            if not claim and self.read is not None:
+                now = self.read(self.output) or {}
+                other = now.get("run") or {}
+                if other.get("run_id") != self._run_id():
+                    self.taken_over_by = other
+                    self._stop.set()
+                    print(
+                        f"vecap run: {self.output} was taken over by {describe(other)}; "
+                        "this run stops recording itself in its manifest",
+                        file=self.stream or sys.stderr,
+                    )
+                    return False
             manifest = dict(manifest)
             run = manifest.get("run")
             if isinstance(run, dict):
                 manifest["run"] = {**run, "heartbeat_at": time.time()}
             self.manifest = manifest
             self.write(self.output, manifest)
+            return True
 
     def beat(self) -> None:
-        self.replace(self.manifest)
-        self.beats += 1
+        if self.replace(self.manifest):
+            self.beats += 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -439,3 +439,26 @@ def test_gc_keeps_open_attempts_while_a_run_is_live(table, tmp_path):
     # shard 9 is not committed: a live run may be about to commit that very file
     names = _parquet_names(out)
     assert orphans[1] in names and orphans[0] not in names
+
+
+def test_a_run_taken_over_stops_writing_its_manifest(table, tmp_path, monkeypatch):
+    """The old launcher, still alive after a --takeover elsewhere, must not overwrite the new
+    run's record (that would make the live new run look finished)."""
+    out = str(tmp_path / "out")
+    real = writer.put_if_absent
+    seen: list[str] = []
+
+    def taken_over_meanwhile(fs, path, data):
+        if not seen:  # another launcher takes the output over while this run writes
+            manifest = read_manifest(out)
+            seen.append(manifest["run"]["run_id"])
+            manifest["run"] = {**manifest["run"], "run_id": "successor", "host": "elsewhere"}
+            write_manifest(out, manifest)
+        return real(fs, path, data)
+
+    monkeypatch.setattr(writer, "put_if_absent", taken_over_meanwhile)
+    stream = io.StringIO()
+    run_pipeline(_config(table, out, heartbeat_s=0.05), stream=stream)
+    after = read_manifest(out)
+    assert after["run"]["run_id"] == "successor" and after["status"] == "running"
+    assert "was taken over by run successor on host elsewhere" in stream.getvalue()
