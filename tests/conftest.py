@@ -60,6 +60,18 @@ def _no_network_escape():
         pytest.fail("network tripwire fired: " + "; ".join(escaped + children))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_model_engines():
+    """Models a test module loaded go with the module (``load_generator`` keeps engines for the
+    life of a process, as a worker wants); released together, after the module's fixtures."""
+    yield
+    import sys
+
+    factory = sys.modules.get("pipeline.generation.factory")
+    if factory is not None:
+        factory.release_engines()
+
+
 @pytest.fixture
 def network_violations() -> list[str]:
     """The tripwire's log, for tests that check the guard itself."""

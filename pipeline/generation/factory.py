@@ -1,21 +1,25 @@
 """Choosing and loading a backend: kept apart from the backends so no module imports in a circle.
 
-One engine per model per process: :func:`load_generator` keeps the engines it loaded (weakly,
-keyed by :meth:`GenerationConfig.engine_key`), so two stages that ask for the same model with
-the same load settings — the ethics check and fusion, by default — share one copy of the
-weights and one lock. A stage whose decoding settings differ (``max_new_tokens``, sampling)
-gets a view of the shared engine with its own settings (``with_config``).
+One engine per model per process: :func:`load_generator` keeps the engines it loaded, keyed by
+:meth:`GenerationConfig.engine_key`, so two stages that ask for the same model with the same
+load settings — the ethics check and fusion, by default — share one copy of the weights and
+one lock, and the local runner's waves do not reload the models. A stage whose decoding
+settings differ (``max_new_tokens``, sampling) gets a view of the shared engine with its own
+settings (``with_config``). The engines are held until :func:`release_engines`: vLLM's
+in-process engines share process-wide state (its parallel groups) that deleting one of them
+tears down under the others, so engines are released together or not at all. An engine that
+hit an engine-fatal error is replaced on the next load.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
-import weakref
 from typing import Any
 
 from pipeline.generation.config import GenerationConfig, Generator
 
-_ENGINES: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
+_ENGINES: dict[tuple, Any] = {}
 _LOADING = threading.Lock()
 
 
@@ -35,6 +39,9 @@ def load_generator(config: GenerationConfig, multimodal: bool) -> Generator:
     key = (config.engine_key(), multimodal)
     with _LOADING:  # two stages' workers loading at once must not load twice
         engine = _ENGINES.get(key)
+        guard = getattr(engine, "_guard", None)
+        if guard is not None and guard.fatal is not None:  # broken: load a fresh one
+            engine = None
         if engine is None:
             engine = _load(config, multimodal)
             _ENGINES[key] = engine
@@ -48,4 +55,11 @@ def loaded_engines() -> int:
     return len(_ENGINES)
 
 
-__all__ = ["load_generator", "loaded_engines"]
+def release_engines() -> None:
+    """Drop every engine this process holds (they go once no stage refers to them)."""
+    with _LOADING:
+        _ENGINES.clear()
+    gc.collect()
+
+
+__all__ = ["load_generator", "loaded_engines", "release_engines"]
