@@ -102,7 +102,10 @@ class _KeptRecords(logging.Handler):
 
 
 class _Stderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is now (a test may swap it), not the one at creation."""
+    """Writes to whatever ``sys.stderr`` is now (a test may swap it), not the one at creation;
+    while ``held`` is a list, records wait there instead (see :func:`hold_terminal`)."""
+
+    held: list[logging.LogRecord] | None = None
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: D102
@@ -112,6 +115,33 @@ class _Stderr(logging.StreamHandler):
     def stream(self, _value) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            self.held.append(record)
+        else:
+            super().emit(record)
+
+
+_terminal: _Stderr | None = None
+
+
+def hold_terminal() -> None:
+    """Keep log records off the terminal until :func:`release_terminal`: while a run is checked
+    and planned, a mistake must print as one line, not after warnings about a job that never
+    starts (they still reach the failure log's records)."""
+    if _terminal is not None and _terminal.held is None:
+        _terminal.held = []
+
+
+def release_terminal(show: bool) -> None:
+    """Print the held records (``show``, or always with -v) or drop them; then print as usual."""
+    if _terminal is None or _terminal.held is None:
+        return
+    held, _terminal.held = _terminal.held, None
+    if show or _verbosity > 0:
+        for record in held:
+            _terminal.emit(record)
+
 
 _kept = _KeptRecords()
 _verbosity = 0
@@ -119,7 +149,7 @@ _verbosity = 0
 
 def configure_logging(verbosity: int = 0) -> None:
     """Set up the root logger for the ``vecap`` process (called once, before any command)."""
-    global _verbosity
+    global _terminal, _verbosity
     _verbosity = verbosity
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -130,7 +160,7 @@ def configure_logging(verbosity: int = 0) -> None:
             type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout)
         ):
             root.removeHandler(handler)
-    terminal = _Stderr()
+    terminal = _terminal = _Stderr()
     terminal._vecap = True  # type: ignore[attr-defined]
     if verbosity == 0:
         terminal.setFormatter(TerminalFormatter(_FORMAT))
@@ -169,7 +199,8 @@ def logging_state() -> dict:
 
 
 def restore_logging(state: dict) -> None:
-    global _verbosity
+    global _terminal, _verbosity
+    _terminal = None
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -260,7 +291,9 @@ __all__ = [
     "logging_state",
     "restore_logging",
     "failure_summary",
+    "hold_terminal",
     "quiet_model_libraries",
+    "release_terminal",
     "run_time_stamp",
     "write_failure_log",
 ]

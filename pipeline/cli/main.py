@@ -84,6 +84,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if extra and not getattr(args, "accepts_beam_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for failure logs
     configure_logging(args.verbose)
     try:
         code = args.func(args)

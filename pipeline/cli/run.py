@@ -299,45 +299,57 @@ def _run(args: argparse.Namespace) -> int:
     OUT/logs/ and prints one line pointing at it, exit 1."""
     import datetime
 
-    from pipeline.cli.logs import quiet_model_libraries
+    from pipeline.cli.logs import hold_terminal, quiet_model_libraries, release_terminal
     from pipeline.config import build_pipeline_config
+    from pipeline.errors import UsageError
     from pipeline.run import run_pipeline
     from pipeline.run_lease import OutputBusy
 
-    data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
-    _check_beam_args(list(data.get("beam_args") or []))
-    config = build_pipeline_config(data)
-    if set(config.stages) - {"download"}:
-        quiet_model_libraries()
     started_at = datetime.datetime.now(datetime.timezone.utc)
     started: list[Any] = []  # the plan, once the job starts (run_pipeline's on_start)
+
+    def on_start(plan: Any) -> None:
+        release_terminal(show=True)  # what was logged while planning, now that the job runs
+        started.append(plan)
+
+    hold_terminal()
     try:
-        result = run_pipeline(config, on_start=started.append)
+        data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
+        _check_beam_args(list(data.get("beam_args") or []))
+        config = build_pipeline_config(data)
+        if set(config.stages) - {"download"}:
+            quiet_model_libraries()
+        result = run_pipeline(config, on_start=on_start)
     except KeyboardInterrupt:
+        release_terminal(show=True)
         if started:
             _resume_hint(config, started[0])
         raise
     except Exception as e:
         if not started:
+            # a mistake found before the job: its one line alone (-v shows the held records)
+            release_terminal(show=not isinstance(e, (UsageError, OutputBusy)))
             if isinstance(e, OutputBusy):  # another run is live on this output
                 print(f"vecap run: refused: {' '.join(str(e).split())}", file=sys.stderr)
                 return 2
             # a UsageError goes to main's one line; anything else before the job started is a
             # bug in vecap, and keeps its traceback
             raise
-        return _job_failed(config, e, started[0], started_at)
+        return _job_failed(config, e, started[0], started_at, getattr(args, "argv", []))
+    finally:
+        release_terminal(show=True)
     print(
         f"{result.status}: {len(result.written)} shards, {result.rows_written} rows -> {result.output}"
     )
     return 0
 
 
-def _job_failed(config: Any, exc: Exception, plan: Any, started_at: Any) -> int:
+def _job_failed(config: Any, exc: Exception, plan: Any, started_at: Any, argv: list[str]) -> int:
     """One line on the terminal, the traceback in OUT/logs/<run-time>.log, the resume hint."""
     from pipeline.cli.logs import failure_summary, write_failure_log
 
     try:
-        log = write_failure_log(config.run.output, exc, started_at, ["vecap", *sys.argv[1:]])
+        log = write_failure_log(config.run.output, exc, started_at, ["vecap", *argv])
     except Exception as log_error:  # the output broke too: the traceback goes to the terminal
         import traceback
 

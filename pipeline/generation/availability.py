@@ -5,7 +5,8 @@ when a worker loaded the model, after the input was planned and rows were downlo
 module answers from the file system and the local hub cache alone: it never touches the
 network, imports no backend and loads no weights.
 
-- an existing directory must hold a ``config.json`` (what both backends read first);
+- an existing directory must hold a ``config.json`` that parses (what both backends, and the
+  manifest's chat-template and aspect lookup, read first);
 - a name that is not a directory must be a valid hub id (``namespace/name`` or ``name``); one
   that looks like a path (``/models/x``, ``./x``, ``~/x``, ``a/b/c``) is a missing directory;
 - with ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, a hub id must be in the local hub
@@ -17,6 +18,7 @@ backend reports it when it loads the model.
 
 from __future__ import annotations
 
+import json
 import os
 
 from pipeline.errors import ModelNotAvailableError
@@ -57,16 +59,30 @@ def _in_hub_cache(model: str) -> bool:
     return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
+def _config_problem(model: str, path: str) -> str | None:
+    """A config.json both backends (and the manifest's family lookup) can parse."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        return f"model {model!r}: its config.json cannot be read as JSON ({why}); fix or replace it"
+    if not isinstance(data, dict):
+        return f"model {model!r}: its config.json is not a JSON object; fix or replace it"
+    return None
+
+
 def model_problem(model: str) -> str | None:
     """Why ``model`` cannot be loaded, as one line; None when it looks loadable."""
     local = os.path.expanduser(model)
     if os.path.isdir(local):
-        if not os.path.isfile(os.path.join(local, "config.json")):
+        config = os.path.join(local, "config.json")
+        if not os.path.isfile(config):
             return (
                 f"model directory {model!r} has no config.json, so it is not a model checkpoint; "
                 "point at the directory that holds config.json and the weights"
             )
-        return None
+        return _config_problem(model, config)
     if os.path.exists(local):
         return f"model {model!r} is a file; give a model directory or a hub id"
     if _looks_like_path(model) or not _valid_hub_id(model):

@@ -25,11 +25,20 @@ VECAP = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pipeline
 HINT = "rerun the same command"
 
 
+def _env(extra: dict | None) -> dict:
+    # the offline switches change what a model check answers: each test sets them itself (an
+    # earlier test of the session may have left them in os.environ)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    return {**env, **(extra or {})}
+
+
 def vecap(*args: str, cwd: Path, env: dict | None = None, preexec_fn=None, timeout: int = 300):
     return subprocess.run(
         [*VECAP, *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -168,6 +177,13 @@ def test_model_is_checked_before_any_row_is_read(work: Path):
         "--caption-model", "empty-model", cwd=work,
     )  # fmt: skip
     assert_one_line_error(proc, "'empty-model'", "config.json")
+    # nor one whose config.json is cut off
+    (work / "empty-model" / "config.json").write_text('{"model_type": "llava", "oops": ')
+    proc = vecap(
+        "run", "--input", "in.csv", "--output", "out", "--stages", "download,caption",
+        "--caption-model", "empty-model", cwd=work,
+    )  # fmt: skip
+    assert_one_line_error(proc, "'empty-model'", "config.json cannot be read as JSON")
 
 
 def _drop_dac_capabilities() -> None:
@@ -226,7 +242,7 @@ def _faulty_vecap(fail_shard: int, *args: str, cwd: Path):
     return subprocess.run(
         [sys.executable, "-c", "from tests.pipeline.cli.faults import main; main()", *args],
         cwd=cwd,
-        env={**os.environ, "VECAP_TEST_FAIL_SHARD": str(fail_shard)},
+        env=_env({"VECAP_TEST_FAIL_SHARD": str(fail_shard)}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -268,13 +284,14 @@ def test_job_failure_leaves_a_log_and_a_hint_only_when_shards_were_committed(wor
 
 
 def test_job_failure_of_a_model_stage(work: Path):
-    """A model directory that passes the pre-flight check (it has a config.json) but cannot be
-    loaded fails the job in a worker: one pointing line, the traceback in the log."""
+    """A model directory that passes the pre-flight check (a valid config.json) but cannot be
+    loaded (no processor, no weights) fails the job in a worker: one pointing line, the
+    traceback in the log."""
     from pipeline.sample.server import SAMPLE_DIR, SampleServer
 
     model = work / "broken-model"
     model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llava", "oops": ')
+    (model / "config.json").write_text('{"model_type": "llava"}')
     name = sorted(p.name for p in SAMPLE_DIR.glob("*.jpg"))[0]
     with SampleServer(root_dir=SAMPLE_DIR) as server:
         (work / "img.csv").write_text(f"url,caption\n{server.base_url}/{name},a photo\n")
@@ -287,7 +304,7 @@ def test_job_failure_of_a_model_stage(work: Path):
     assert proc.returncode == 1, text
     assert "Traceback" not in text, text
     failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
-    assert len(failed) == 1 and "config.json" in failed[0] and "details in out/logs/" in failed[0]
+    assert len(failed) == 1 and "broken-model" in failed[0] and "details in out/logs/" in failed[0]
     assert HINT not in text
     (log,) = (work / "out" / "logs").glob("*.log")
     assert "Traceback (most recent call last)" in log.read_text()

@@ -78,3 +78,31 @@ def test_main_called_in_process_leaves_logging_as_it_found_it(tmp_path, capsys):
     assert len(err) == 1 and "nope.csv" in err[0] and "does not exist" in err[0]
     assert (list(root.handlers), root.level, list(warnings.filters)) == before
     assert {name: os.environ.get(name) for name in QUIET_ENV} == env
+
+
+def test_records_held_while_planning_show_once_the_job_starts_or_never(capsys):
+    from pipeline.cli.logs import (
+        configure_logging,
+        hold_terminal,
+        logging_state,
+        release_terminal,
+        restore_logging,
+    )
+
+    saved = logging_state()
+    log = logging.getLogger("pipeline.test_hold")
+    try:
+        configure_logging(0)
+        hold_terminal()
+        log.warning("about the job that may start")
+        assert capsys.readouterr().err == ""
+        release_terminal(show=True)  # the job started
+        assert "about the job that may start" in capsys.readouterr().err
+        hold_terminal()
+        log.warning("about a job that never starts")
+        release_terminal(show=False)  # a one-line error instead
+        log.warning("after")
+        err = capsys.readouterr().err
+        assert "never starts" not in err and "after" in err
+    finally:
+        restore_logging(saved)
