@@ -38,11 +38,14 @@ def limit_malloc_arenas(arenas: int = 2, mmap_threshold: int = 8 << 20) -> None:
 
 
 def main() -> None:
+    from pipeline.cli.logs import quiet_worker_stderr, worker_handler
+
     limit_malloc_arenas()
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.ERROR)
+    quiet_worker_stderr()
     # A root handler now makes the implicit logging.basicConfig() of Beam's imports a no-op.
-    logging.getLogger().addHandler(handler)
+    # Errors only, and without -v one line each: a failing step's traceback is the job's error,
+    # which the vecap command reports once, with the traceback in OUT/logs/.
+    logging.getLogger().addHandler(worker_handler())
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)

@@ -44,6 +44,8 @@ DEVELOPER_WARNINGS: tuple[type[Warning], ...] = (
     PendingDeprecationWarning,
     FutureWarning,
 )
+# The -v count, for the command's worker processes (pipeline.local_worker).
+VERBOSITY_ENV = "VECAP_LOG_VERBOSITY"
 # Environment settings for quiet libraries (without -v; a value already set is kept).
 QUIET_ENV: dict[str, str] = {
     # Python warnings of DEVELOPER_WARNINGS' categories, in child processes too
@@ -67,9 +69,25 @@ class NoiseFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record is not ours to judge: let it through
             return True
-        if record.name == "apache_beam.runners.common" and "[while running '" in message:
-            return False  # DoFnRunner._reraise_augmented: logged, then raised as the job's error
+        if (
+            record.name in _JOB_ERROR_LOGGERS
+            and record.levelno >= logging.ERROR
+            and any(marker in message for marker in _JOB_ERROR_MARKERS)
+        ):
+            return False
         return _NOISE_RE.search(message) is None
+
+
+# Beam logs a failing step's exception where it happens, then raises it as the job's error (which
+# vecap reports once, its traceback in the failure log): DoFnRunner._reraise_augmented in the
+# worker, the SDK harness's "Error processing instruction", and the runner's relay of both.
+_JOB_ERROR_LOGGERS = (
+    "apache_beam.runners.common",
+    "apache_beam.runners.worker.sdk_worker",
+    "apache_beam.runners.portability.local_job_service",
+)
+# (the relay quotes the worker's message: "[while running \\'step\\']")
+_JOB_ERROR_MARKERS = ("[while running ", "Error processing instruction")
 
 
 class TerminalFormatter(logging.Formatter):
@@ -182,6 +200,46 @@ def configure_logging(verbosity: int = 0) -> None:
         # user set wins
         for name, value in QUIET_ENV.items():
             os.environ.setdefault(name, value)
+    os.environ[VERBOSITY_ENV] = str(verbosity)
+
+
+def worker_handler() -> logging.Handler:
+    """The stderr handler of a local SDK worker process (:mod:`pipeline.local_worker`): errors
+    only (warnings reach the terminal through the runner's relay), and without -v the same
+    filter and one-line records as the command's own terminal."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.ERROR)
+    if os.environ.get(VERBOSITY_ENV, "0") == "0":
+        handler.setFormatter(TerminalFormatter(_FORMAT))
+        handler.addFilter(NoiseFilter())
+    else:
+        handler.setFormatter(logging.Formatter(_FORMAT))
+    return handler
+
+
+class _WithoutBareTracebacks:
+    """A worker's stderr without the traceback Beam's SDK harness prints bare (``print`` in
+    ``SdkWorker._execute``) when a bundle fails: it logs the same traceback right after, and
+    that record reaches the vecap command (and its failure log) through the runner's relay."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last)"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def quiet_worker_stderr() -> None:
+    """In a local SDK worker process (:mod:`pipeline.local_worker`), without -v."""
+    if os.environ.get(VERBOSITY_ENV, "0") == "0" and not isinstance(
+        sys.stderr, _WithoutBareTracebacks
+    ):
+        sys.stderr = _WithoutBareTracebacks(sys.stderr)
 
 
 def logging_state() -> dict:
@@ -193,7 +251,7 @@ def logging_state() -> dict:
         "level": root.level,
         "filters": list(warnings.filters),
         "capturing": getattr(warnings.showwarning, "__module__", "") == "logging",
-        "env": {name: os.environ.get(name) for name in QUIET_ENV},
+        "env": {name: os.environ.get(name) for name in (*QUIET_ENV, VERBOSITY_ENV)},
         "verbosity": _verbosity,
     }
 
@@ -241,12 +299,18 @@ def run_time_stamp(when: datetime.datetime) -> str:
     return when.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+_NAMED_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning): ")
+
+
 def failure_summary(exc: BaseException, limit: int = 300) -> str:
     """One line for the terminal: the exception type and the last line of its message (Beam puts
     the worker's own traceback inside the message; its last line is the error itself)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else ""
-    summary = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if _NAMED_ERROR.match(text):  # a worker's error relayed as text: its own type is there
+        summary = text
+    else:
+        summary = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
@@ -293,7 +357,9 @@ __all__ = [
     "failure_summary",
     "hold_terminal",
     "quiet_model_libraries",
+    "quiet_worker_stderr",
     "release_terminal",
     "run_time_stamp",
+    "worker_handler",
     "write_failure_log",
 ]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-import apache_beam as beam
-
 
 def fail_on_shard(record, shard_id: int):
     if record.shard_id == shard_id:
@@ -22,6 +20,11 @@ def fail_on_shard(record, shard_id: int):
 
 
 def main() -> None:
+    from pipeline.cli.logs import configure_logging
+
+    configure_logging(0)  # as vecap's main does before anything imports Beam
+    import apache_beam as beam
+
     import pipeline.run as run
     from pipeline.cli.main import main as vecap_main
 

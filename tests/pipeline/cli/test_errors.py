@@ -283,6 +283,20 @@ def test_job_failure_leaves_a_log_and_a_hint_only_when_shards_were_committed(wor
     assert "1 already finished, 1 to do" in again.stderr, again.stderr
 
 
+def test_job_failure_in_worker_processes(work: Path):
+    """The local runner's SDK worker processes print to the same terminal: a failing bundle's
+    traceback stays off it there too (Beam prints and logs it in the worker)."""
+    for i in range(4, 8):
+        with (work / "in.csv").open("a") as f:
+            f.write(f"http://127.0.0.1:1/{i}.jpg,cap {i}\n")
+    args = ["run", "--input", "in.csv", "--shard-size", "2", "--local-wave-shards", "1", *DOWNLOAD]
+    workers = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    proc = _faulty_vecap(1, *args, "--output", "out", *workers, cwd=work)
+    _failure_line(proc, work / "out")
+    assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
+    assert HINT in proc.stderr  # the first wave (two shards, one per worker) committed
+
+
 def test_job_failure_of_a_model_stage(work: Path):
     """A model directory that passes the pre-flight check (a valid config.json) but cannot be
     loaded (no processor, no weights) fails the job in a worker: one pointing line, the

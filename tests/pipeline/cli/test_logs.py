@@ -44,7 +44,8 @@ def test_failure_summary_is_the_last_line_of_the_message():
     exc = RuntimeError(
         "Traceback (most recent call last):\n  File x\nValueError: bad row [while x]"
     )
-    assert failure_summary(exc) == "RuntimeError: ValueError: bad row [while x]"
+    assert failure_summary(exc) == "ValueError: bad row [while x]"
+    assert failure_summary(OSError("no such model")) == "OSError: no such model"
     assert len(failure_summary(RuntimeError("x" * 1000))) == 300
 
 
