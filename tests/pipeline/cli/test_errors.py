@@ -195,24 +195,37 @@ def _drop_dac_capabilities() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def test_unreadable_output_directory(work: Path):
+def _as_unprivileged():
+    """preexec_fn under which file permissions bind: None when not root; for root, one that
+    drops the file capabilities in the child (skips the test where that is not possible)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        subprocess.run(["true"], preexec_fn=_drop_dac_capabilities, check=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip(f"cannot drop root's file capabilities here: {e}")
+    return _drop_dac_capabilities
+
+
+@pytest.mark.parametrize(
+    ("mode", "names"),
+    [
+        pytest.param(0o000, ["'locked'", "cannot be read", "permission denied"], id="unreadable"),
+        pytest.param(0o555, ["not writable", "permission denied"], id="read-only"),
+    ],
+)
+def test_output_directory_without_permissions(work: Path, mode: int, names: list[str]):
     locked = work / "locked"
     locked.mkdir()
     (locked / "manifest.json").write_text("{}")
-    locked.chmod(0)
-    preexec = None
-    if os.geteuid() == 0:
-        # root reads any directory: drop the capabilities that let it, in the child only
-        try:
-            subprocess.run(["true"], preexec_fn=_drop_dac_capabilities, check=True)
-        except (subprocess.SubprocessError, OSError) as e:
-            pytest.skip(f"cannot drop root's file capabilities here: {e}")
-        preexec = _drop_dac_capabilities
+    preexec = _as_unprivileged()
+    locked.chmod(mode)
     try:
         proc = vecap("run", "--input", "in.csv", "--output", "locked", cwd=work, preexec_fn=preexec)
     finally:
         locked.chmod(0o755)
-    assert_one_line_error(proc, "'locked'", "cannot be read", "permission denied")
+    assert_one_line_error(proc, *names)
+    assert (locked / "manifest.json").read_text() == "{}"  # untouched
 
 
 def test_resume_with_other_settings_is_one_line(work: Path):
