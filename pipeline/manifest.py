@@ -8,6 +8,7 @@ through, including those of the output a ``--from`` run continued.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 import uuid
@@ -18,6 +19,7 @@ import fsspec
 
 from schemas.record import SCHEMA_VERSION
 
+log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 _PACKAGES = (
     "vecap",
@@ -127,7 +129,12 @@ def _aspect_resolved(caption: Any) -> str | None:
     if caption.image_aspect != "auto":
         return caption.image_aspect
     g = caption.generation
-    config = load_model_config(g.model, g.trust_remote_code)
+    try:
+        config = load_model_config(g.model, g.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load fails on the
+        # workers with its own error line; the manifest records "not resolved here"
+        log.info("image_aspect of %s not resolved at launch: %s", g.model, exc)
+        return None
     return None if config is None else resolve_aspect("auto", config.model_type)
 
 

@@ -130,7 +130,7 @@ def load_model_config(model: str, trust_remote_code: bool = False) -> Any:
     cache the loaded model came from: no network), or None when it is not here."""
     local = _local_checkpoint(model)
     if local is None:
-        _LOG.warning("no local config.json for %s: its family is unknown here", model)
+        _LOG.info("no local config.json for %s: its family is unknown here", model)
         return None
     from transformers import AutoConfig
 
@@ -193,9 +193,14 @@ def describe_chat_template(value: str, model: str, trust_remote_code: bool = Fal
             return out
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
-        if _chat_template(tokenizer) is None:
-            config = load_model_config(local, trust_remote_code)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
+            if _chat_template(tokenizer) is None:
+                config = load_model_config(local, trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load fails on
+            # the workers with its own error line; here it stays "not resolved"
+            _LOG.info("chat template of %s not resolved at launch: %s", model, exc)
+            return out
     resolved = resolve_template(choice, tokenizer, model, trust_remote_code, config)
     out["resolved"] = resolved.source
     if resolved.template is not None:
