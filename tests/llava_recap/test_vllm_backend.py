@@ -110,15 +110,8 @@ def test_vllm_matches_transformers_tokens_on_images(vllm_llava, hf_llava, images
     assert [t.strip() for t in texts_vl] == [t.strip() for t in texts_hf]
 
 
-# vLLM engines in one process share vLLM's global parallel state: destroying one (garbage
-# collection at the end of a test) tears it down under the others, so every engine this module
-# loads lives until the module ends.
-_ENGINES_ALIVE: list = []
-
-
 def test_vllm_text_model_matches_transformers(tiny_models):
     vl = load_generator(_cfg(tiny_models.llm, "vllm"), multimodal=False)
-    _ENGINES_ALIVE.append(vl)
     hf = load_generator(_cfg(tiny_models.llm, "transformers"), multimodal=False)
     users = ["a dog", "two people walking across the old bridge in the snow", "a red car"]
     prompts = [render_chat(hf.processor, u, image=False, fallback_template="{user}") for u in users]
