@@ -21,7 +21,9 @@ Figures per run, from the launcher's wall clock and the shards' stats files:
   (start-up excluded), ``rows_per_s_wall`` = rows / wall_s.
 
 ``*_ratio`` = portable rows_per_s / local rows_per_s, per job; the goal is >= 0.8 (a portable run
-costs start-up, not throughput). The machine (2 cores) is shared with other work: figures move.
+costs start-up, not throughput). The machine (2 cores) is shared with other work: figures move,
+so each run is repeated ``VECAP_BENCH_FLINK_REPEATS`` times (default 2), interleaved with the
+order reversed every other time, and the medians are reported with each repeat's rows/s.
 The last line is one JSON object (``local_rows_per_s``, ``flink_rows_per_s``, ``flink_ratio``,
 ``flink_startup_s`` for the download+caption job; null where no Flink job server is available,
 with the reason in ``flink_unavailable``; the same for Prism as ``prism_*``).
@@ -34,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 ROWS = int(os.environ.get("VECAP_BENCH_FLINK_ROWS", "1000"))
 SHARD_SIZE = 100
+REPEATS = int(os.environ.get("VECAP_BENCH_FLINK_REPEATS", "2"))
 JOBS = {"download": "download", "download+caption": "download,caption"}
 
 
@@ -139,8 +143,16 @@ def main() -> None:
                     print(f"{kind}: job server up in {time.time() - t0:.1f} s", flush=True)
                     portable[kind] = runner_args(kind, js, pool, parallelism=2)
             for job, stages in JOBS.items():
-                for runner in ["local", *kinds]:
-                    out = work / f"out-{job.replace('+', '-')}-{runner}"
+                # repeats interleaved, the order reversed every other one (the machine is
+                # shared: its load drifts); per runner the median of the repeats is reported
+                order = [
+                    runner
+                    for rep in range(REPEATS)
+                    for runner in (["local", *kinds] if rep % 2 == 0 else [*kinds, "local"])
+                ]
+                runs: dict[str, list[dict]] = {}
+                for i, runner in enumerate(order):
+                    out = work / f"out-{job.replace('+', '-')}-{runner}-{i}"
                     argv = [
                         sys.executable, "-m", "pipeline.cli", "run", "--input", str(table),
                         "--output", str(out), "--stages", stages,
@@ -152,8 +164,12 @@ def main() -> None:
                         *portable.get(runner, []),
                     ]  # fmt: skip
                     r = _run(argv, env, out)
-                    results[job][runner] = r
+                    runs.setdefault(runner, []).append(r)
                     print(f"{job:<17} {runner:<6} {json.dumps(r)}", flush=True)
+                for runner, rs in runs.items():
+                    results[job][runner] = {
+                        k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]
+                    } | {"repeats": [r["rows_per_s"] for r in rs]}
     finally:
         for service in reversed(services):
             service.kill()
@@ -174,6 +190,8 @@ def main() -> None:
     head = results["download+caption"]
     summary: dict = {
         "rows": ROWS,
+        "repeats": REPEATS,
+        "local_rows_per_s_repeats": head["local"]["repeats"],
         "job": "download+caption",
         "local_rows_per_s": head["local"]["rows_per_s"],
         "local_startup_s": head["local"]["startup_s"],
@@ -185,10 +203,11 @@ def main() -> None:
             round(r["rows_per_s"] / head["local"]["rows_per_s"], 3) if r else None
         )
         summary[f"{kind}_startup_s"] = r["startup_s"] if r else None
+        summary[f"{kind}_rows_per_s_repeats"] = r["repeats"] if r else None
         if kind in unavailable:
             summary[f"{kind}_unavailable"] = unavailable[kind]
     summary["download_only"] = {
-        runner: {k: r[k] for k in ("rows_per_s", "startup_s", "wall_s")}
+        runner: {k: r[k] for k in ("rows_per_s", "startup_s", "wall_s", "repeats")}
         for runner, r in results["download"].items()
     }
     summary["tripwire_violations"] = 0
