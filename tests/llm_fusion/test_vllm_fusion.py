@@ -7,9 +7,16 @@ model's context, which vLLM refuses, must fail only its own row.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# checked without importing, and before the vLLM environment is set: a skipped module must not
+# leave HF_HUB_OFFLINE and friends in the environment of the tests that run after it
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("vLLM lives in .venv-vllm (make test builds it)", allow_module_level=True)
 
 from tests.vllm_env import configure_vllm_for_tests  # noqa: E402
 
