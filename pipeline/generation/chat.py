@@ -149,10 +149,12 @@ class ChatMixin:
 
     _resolved_templates: dict[ChatTemplateChoice, ResolvedTemplate]
 
-    def resolve_chat_template(self, choice: ChatTemplateChoice = AUTO) -> ResolvedTemplate:
-        """The template ``choice`` gives for this model (cached); raises ChatTemplateError."""
+    def resolve_chat_template(self, choice: ChatTemplateChoice | None = AUTO) -> ResolvedTemplate:
+        """The template ``choice`` (None: auto) gives for this model (cached); raises
+        ChatTemplateError."""
         from pipeline.generation.templates import resolve_template
 
+        choice = AUTO if choice is None else choice
         cache = self.__dict__.setdefault("_resolved_templates", {})
         if choice not in cache:
             resolved = resolve_template(
@@ -168,7 +170,7 @@ class ChatMixin:
         user_texts: list[str],
         *,
         system: str | None = None,
-        chat_template: ChatTemplateChoice = AUTO,
+        chat_template: ChatTemplateChoice | None = AUTO,
     ) -> list[str]:
         """Each user text as the full prompt this (text) model expects."""
         resolved = self.resolve_chat_template(chat_template)
@@ -193,7 +195,7 @@ class ChatMixin:
         user_texts: list[str],
         *,
         system: str | None = None,
-        chat_template: ChatTemplateChoice = AUTO,
+        chat_template: ChatTemplateChoice | None = AUTO,
     ) -> list[str]:
         """One completion per user text, in order: rendered here, then :meth:`generate`."""
         prompts = self.render_prompts(user_texts, system=system, chat_template=chat_template)
