@@ -20,6 +20,7 @@ Outputs written before attempt names existed (``part-00042.parquet``, a stats fi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -236,7 +237,9 @@ class ShardListing:
 
     root: str
     stats: dict[int, str] = field(default_factory=dict)  # shard id -> stats file
-    parquets: dict[int, dict[str, int]] = field(default_factory=dict)  # id -> {path: size}
+    # id -> {path: size}; size None where the listing did not say (local disks: sizes are read
+    # only for the files that need them, the uncommitted ones)
+    parquets: dict[int, dict[str, int | None]] = field(default_factory=dict)
     temporaries: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
 
@@ -262,7 +265,8 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
             continue
         parsed = parse_parquet_name(base)
         if parsed is not None:
-            listing.parquets.setdefault(parsed[0], {})[name] = int(entry.get("size") or 0)
+            size = entry.get("size")
+            listing.parquets.setdefault(parsed[0], {})[name] = None if size is None else int(size)
         elif _TEMP_RE.match(base):
             listing.temporaries.append(name)
         else:
@@ -279,7 +283,13 @@ LISTING_PREFIXES = tuple(f"part-{i:02d}" for i in range(100)) + (".part-",)
 def _list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
     """Every entry directly under ``root``: one ``ls`` on local disks and in memory, concurrent
     prefix listings on async object stores (s3fs, gcsfs)."""
-    if is_local(fs) or not getattr(fs, "async_impl", False) or not hasattr(fs, "_find"):
+    if is_local(fs):  # names only (no stat per file): 200,000 entries in a fraction of a second
+        with os.scandir(root) as it:
+            return [
+                {"name": f"{root}/{e.name}", "type": "directory" if e.is_dir() else "file"}
+                for e in it
+            ]
+    if not getattr(fs, "async_impl", False) or not hasattr(fs, "_find"):
         return fs.ls(root, detail=True)
     import asyncio
 
@@ -297,6 +307,29 @@ def _list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
     return entries
 
 
+def _read_local(paths: Iterable[str]) -> dict[str, bytes | BaseException]:
+    out: dict[str, bytes | BaseException] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                out[path] = f.read()
+        except OSError as e:
+            out[path] = e
+    return out
+
+
+def _remove(fs: fsspec.AbstractFileSystem, paths: list[str]) -> None:
+    """Delete ``paths``: bulk deletes on object stores (s3fs: 1,000 keys a request)."""
+    if not paths:
+        return
+    if is_local(fs):
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return
+    fs.rm(paths)
+
+
 def read_stats_files(
     fs: fsspec.AbstractFileSystem, paths: Mapping[int, str]
 ) -> dict[int, ShardStats]:
@@ -308,7 +341,7 @@ def read_stats_files(
     if not paths:
         return {}
     by_path = {p: sid for sid, p in paths.items()}
-    contents = fs.cat(list(by_path), on_error="return")
+    contents = _read_local(by_path) if is_local(fs) else fs.cat(list(by_path), on_error="return")
     out: dict[int, ShardStats] = {}
     for path, sid in by_path.items():
         data = contents.get(path)
@@ -371,6 +404,13 @@ def uncommitted_files(output: str) -> UncommittedFiles:
     return uncommitted_from_listing(listing, stats)
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # gone since the listing
+
+
 def uncommitted_from_listing(
     listing: ShardListing, stats: Mapping[int, ShardStats]
 ) -> UncommittedFiles:
@@ -381,7 +421,7 @@ def uncommitted_from_listing(
             if basename(path) == named:
                 continue
             (out.of_committed if sid in stats else out.of_open).append(path)
-            out.bytes += size
+            out.bytes += size if size is not None else _size(path)
     return out
 
 
@@ -396,10 +436,8 @@ def remove_uncommitted(output: str, *, include_open: bool = True) -> Uncommitted
     if not include_open:
         found.of_open = []
         found.temporaries = []
-    paths = found.all
-    if paths:
-        fs.rm(paths)
-        fs.invalidate_cache(listing.root)
+    _remove(fs, found.all)
+    fs.invalidate_cache(listing.root)
     return found
 
 
@@ -409,10 +447,8 @@ def remove_all_shard_files(output: str) -> int:
     fs, listing = list_shards(output)
     commits = list(listing.stats.values())
     rest = [p for files in listing.parquets.values() for p in files] + listing.temporaries
-    if commits:
-        fs.rm(commits)
-    if rest:
-        fs.rm(rest)
+    _remove(fs, commits)
+    _remove(fs, rest)
     fs.invalidate_cache(listing.root)
     return len(commits) + len(rest)
 
