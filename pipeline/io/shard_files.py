@@ -276,8 +276,10 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
 
 # Object-store listings are paginated (1,000 keys a request, each waiting for the last): an
 # output of 300,000 shards is 600 requests in a row. Listed by these key prefixes instead, the
-# pages of different prefixes are fetched concurrently.
-LISTING_PREFIXES = tuple(f"part-{i:02d}" for i in range(100)) + (".part-",)
+# pages of different prefixes are fetched concurrently. Ten, not more: a single-node server
+# (MinIO) walks its directory once per prefix (100,000 shards on loopback: one listing 18 s, 10
+# prefixes 19 s, 100 prefixes 28 s), while moto's listing costs a scan of the bucket per page.
+LISTING_PREFIXES = tuple(f"part-{i}" for i in range(10)) + (".part-",)
 
 
 def _list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
