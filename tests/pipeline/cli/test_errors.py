@@ -252,10 +252,11 @@ def test_library_noise_is_hidden_and_verbose_shows_it(work: Path):
 
 
 def _faulty_vecap(fail_shard: int, *args: str, cwd: Path):
+    output = cwd / args[args.index("--output") + 1]
     return subprocess.run(
         [sys.executable, "-c", "from tests.pipeline.cli.faults import main; main()", *args],
         cwd=cwd,
-        env=_env({"VECAP_TEST_FAIL_SHARD": str(fail_shard)}),
+        env=_env({"VECAP_TEST_FAIL_SHARD": str(fail_shard), "VECAP_TEST_OUTPUT": str(output)}),
         capture_output=True,
         text=True,
         timeout=300,
