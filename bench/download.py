@@ -54,6 +54,9 @@ import psutil
 from PIL import Image, ImageEnhance
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' network tripwire, for every child process
+from tests.net_tripwire import child_env  # noqa: E402
+
 CACHE = Path(os.environ.get("VECAP_BENCH_CACHE", Path.home() / ".cache" / "vecap"))
 N_IMAGES = int(os.environ.get("VECAP_BENCH_IMAGES", "6000"))
 SKIP = {s.strip() for s in os.environ.get("VECAP_BENCH_SKIP", "").split(",") if s.strip()}
@@ -304,16 +307,6 @@ def timed_command(cmd: list[str], env: dict[str, str], log: Path, server_pid: in
     }
 
 
-def _child_env(tripwire_log: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "tests" / "tripwire_site"), str(ROOT)]
-        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    env["VECAP_NET_TRIPWIRE_LOG"] = str(tripwire_log)
-    return env
-
-
 def _summary(name: str, run: dict, ok: int, total: int) -> dict:
     run = dict(run)
     run.update(
@@ -472,7 +465,7 @@ def main() -> None:
             for p in paths:
                 writer.writerow([f"http://127.0.0.1:{port}/{p.name}", f"photo {p.stem}"])
         tripwire_log = work / "tripwire.log"
-        env = _child_env(tripwire_log)
+        env = child_env(tripwire_log)
         ceilings = []
         if "ceiling" not in SKIP:
             ceilings.append(ceiling(paths))

@@ -44,22 +44,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the tests' network tripwire, for every child process
+from tests.net_tripwire import child_env  # noqa: E402
 
 ROWS = int(os.environ.get("VECAP_BENCH_FLINK_ROWS", "1000"))
 SHARD_SIZE = 100
 REPEATS = int(os.environ.get("VECAP_BENCH_FLINK_REPEATS", "2"))
 JOBS = {"download": "download", "download+caption": "download,caption"}
-
-
-def _child_env(tripwire_log: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "tests" / "tripwire_site"), str(ROOT)]
-        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    env["VECAP_NET_TRIPWIRE_LOG"] = str(tripwire_log)
-    return env
 
 
 def _table(base_url: str, dest: Path) -> Path:
@@ -115,7 +106,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="vecap-bench-flink-"))
     tripwire_log = work / "tripwire.log"
-    env = _child_env(tripwire_log)
+    env = child_env(tripwire_log)
     os.environ.update({k: env[k] for k in ("PYTHONPATH", "VECAP_NET_TRIPWIRE_LOG")})
     models = build_tiny_models(work / "models")
     unavailable: dict[str, str] = {}

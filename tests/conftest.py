@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.net_tripwire import LOG_ENV, install, violations
+from tests.net_tripwire import LOG_ENV, child_env, install, violations
 
 pytest_plugins = sorted(
     f"tests.fixtures.{p.stem}"
@@ -32,12 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # tests/tripwire_site/sitecustomize.py and log their attempts to this file.
     fd, log = tempfile.mkstemp(prefix="vecap-net-tripwire-", suffix=".log")
     os.close(fd)
-    os.environ[LOG_ENV] = log
-    site = str(Path(__file__).parent / "tripwire_site")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [site, str(Path(__file__).parent.parent)]
-        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    )
+    env = child_env(log)
+    os.environ.update({k: env[k] for k in ("PYTHONPATH", LOG_ENV)})
 
 
 def _logged() -> list[str]:

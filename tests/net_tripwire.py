@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping
+from pathlib import Path
 
 LOG_ENV = "VECAP_NET_TRIPWIRE_LOG"
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -20,6 +22,9 @@ _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 class NetworkTripwire(AssertionError):
     """Raised when code under test tries to reach anything but loopback."""
 
+
+SITE_DIR = Path(__file__).parent / "tripwire_site"
+REPO_ROOT = Path(__file__).parent.parent
 
 violations: list[str] = []
 _installed = False
@@ -97,3 +102,15 @@ def install() -> None:
     socket.getaddrinfo = lookup(real_getaddrinfo)
     socket.gethostbyname = lookup(real_gethostbyname)
     socket.gethostbyname_ex = lookup(real_gethostbyname_ex)
+
+
+def child_env(log: str | os.PathLike[str], base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``base`` plus what makes every Python child process load the tripwire (its sitecustomize
+    first on PYTHONPATH, then the repository) and log its attempts to ``log``."""
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(SITE_DIR), str(REPO_ROOT)]
+        + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    env[LOG_ENV] = str(log)
+    return env
