@@ -16,9 +16,7 @@ import pytest
 
 from pipeline.generation import GenerationConfig, load_generator, render_chat
 from tests.llava_recap.conftest import make_image
-
-THREADS = 8
-WORDS = ("a dog", "a red car", "two people", "a bird", "a train", "a chef", "a horse", "a boat")
+from tests.pipeline.generation.vllm_threads_probe import THREADS, text_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -72,20 +70,7 @@ def _hammer(call, jobs: list) -> list:
 
 def test_text_generator_serves_concurrent_callers_their_own_outputs(tiny_models, monkeypatch):
     gen = load_generator(_config(tiny_models.llm), multimodal=False)
-    # distinct prompts per thread, t + 1 of them (a swapped result shows in its length too)
-    users = [f"{w}{extra}" for w in WORDS for extra in ("", " near the old bridge", " in the park")]
-    jobs = [
-        [
-            render_chat(
-                gen.processor,
-                users[(7 * t + i) % len(users)],
-                image=False,
-                fallback_template="{user}",
-            )
-            for i in range(t + 1)
-        ]
-        for t in range(THREADS)
-    ]
+    jobs = text_jobs(gen.processor)
     alone = [gen.generate(prompts) for prompts in jobs]
     assert len({text for answers in alone for text in answers}) > THREADS  # varied answers
     spy = _OverlapSpy(gen.model.generate)

@@ -19,12 +19,29 @@ ROUNDS = 3
 WORDS = ("a dog", "a red car", "two people", "a bird", "a train", "a chef", "a horse", "a boat")
 
 
+def text_jobs(processor) -> list[list[str]]:
+    """One job per thread: distinct rendered prompts, t + 1 of them for thread t (a result
+    handed to the wrong caller shows in its length too). Shared with test_concurrency.py."""
+    from pipeline.generation import render_chat
+
+    users = [f"{w}{extra}" for w in WORDS for extra in ("", " near the old bridge", " in the park")]
+    return [
+        [
+            render_chat(
+                processor, users[(7 * t + i) % len(users)], image=False, fallback_template="{user}"
+            )
+            for i in range(t + 1)
+        ]
+        for t in range(THREADS)
+    ]
+
+
 def main(model_dir: str) -> None:
     from pipeline.generation.vllm_backend import cpu_offline_env
 
     for key, value in cpu_offline_env(tempfile.mkdtemp(prefix="vecap-vllm-threads-")).items():
         os.environ.setdefault(key, value)
-    from pipeline.generation import GenerationConfig, load_generator, render_chat
+    from pipeline.generation import GenerationConfig, load_generator
 
     gen = load_generator(
         GenerationConfig(
@@ -38,19 +55,7 @@ def main(model_dir: str) -> None:
         ),
         multimodal=False,
     )
-    users = [f"{w}{extra}" for w in WORDS for extra in ("", " near the old bridge", " in the park")]
-    jobs = [
-        [
-            render_chat(
-                gen.processor,
-                users[(7 * t + i) % len(users)],
-                image=False,
-                fallback_template="{user}",
-            )
-            for i in range(t + 1)
-        ]
-        for t in range(THREADS)
-    ]
+    jobs = text_jobs(gen.processor)
     alone = [gen.generate(prompts) for prompts in jobs]
 
     # how many callers are inside the engine at once
