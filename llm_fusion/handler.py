@@ -8,6 +8,9 @@ model's own process and runs one batched ``generate`` per Beam batch; either bac
 batching controls as the captioner. Rendering must happen there: with
 ``share_model_across_processes`` the handler holds Beam's cross-process proxy, through which an
 attribute such as the tokenizer arrives as a bound remote method without its template.
+
+The work on a batch is Beam-free, in ``llm_fusion.text_rows.generate_texts``; this module adds
+Beam's parts (the ``ModelHandler``, ``PredictionResult``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from llm_fusion.text_rows import UserTextFn, generate_texts
 from pipeline.generation import (
     AUTO,
     ChatTemplateChoice,
@@ -25,7 +29,7 @@ from pipeline.generation import (
     Generator,
     load_generator,
 )
-from pipeline.generation.recovery import FailedBatchBreaker, generate_split
+from pipeline.generation.recovery import FailedBatchBreaker
 from schemas import Record
 
 _LOG = logging.getLogger(__name__)
@@ -34,7 +38,6 @@ _LOG = logging.getLogger(__name__)
 # with an answer cue ("Caption:", "Answer:") that a base model continues.
 RAW_TEMPLATE = "{user}"
 
-UserTextFn = Callable[[Record], str]
 GeneratorLoader = Callable[[GenerationConfig], Generator]
 
 
@@ -94,29 +97,20 @@ class TextLLMHandler(ModelHandler[Record, str, Generator]):
         model: Generator,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        outputs = generate_split(
-            lambda rows: self._generate(model, rows),
+        outputs = generate_texts(
+            model,
             batch,
+            self._user_text,
+            system=self._system,
+            chat_template=self._chat_template,
             isolate=self._isolate,
             what=f"{self._metrics_namespace} batch",
+            breaker=self._breaker,
         )
-        self._breaker.record(outputs)
         return [
             PredictionResult(record, output, self._generation.model)
             for record, output in zip(batch, outputs, strict=True)
         ]
-
-    def _generate(self, model: Generator, batch: Sequence[Record]) -> list[str]:
-        outputs = model.chat(
-            [self._user_text(record) for record in batch],
-            system=self._system,
-            chat_template=self._chat_template,
-        )
-        if len(outputs) != len(batch):  # never attach a completion to the wrong row
-            raise RuntimeError(
-                f"generator returned {len(outputs)} outputs for {len(batch)} prompts"
-            )
-        return outputs
 
     def get_num_bytes(self, batch: Sequence[Record]) -> int:
         # The default pickles the whole batch, image bytes included; count the text we send.
