@@ -80,6 +80,18 @@ def _error_line(error: Any) -> str:
     return repr(error)
 
 
+class _CaptionTaskFactory:
+    """Picklable: builds the streaming task on the worker."""
+
+    def __init__(self, config: CaptionConfig) -> None:
+        self.config = config
+
+    def __call__(self):
+        from llava_recap.streaming import CaptionTask
+
+        return CaptionTask(self.config, _Router(self.config), _reset_for_retry)
+
+
 class CaptionStage(beam.PTransform):
     """Sets ``visual_caption``, ``caption_model`` and ``caption_prompt_id`` on ok rows.
 
@@ -93,9 +105,16 @@ class CaptionStage(beam.PTransform):
     ) -> None:
         super().__init__()
         self._config = config
+        self._factory = generator_factory
         self._handler = CaptionModelHandler(config, generator_factory)
 
     def expand(self, records: beam.PCollection[Record]) -> beam.PCollection[Record]:
+        if self._config.generation.streams and self._factory is load_generator:
+            # server backends: rows stream to the engines, passing through in the same DoFn
+            from pipeline.inflight import InFlightInference
+
+            task = _CaptionTaskFactory(self._config)
+            return records | "Caption" >> beam.ParDo(InFlightInference(task, "caption"))
         todo, passthrough = records | "Route" >> beam.Partition(_Router(self._config), 2)
         captioned, dead = (
             todo

@@ -118,6 +118,7 @@ class FusionStage(beam.PTransform):
     ) -> None:
         super().__init__()
         self.config = config
+        self._loader = generator_loader
         # Resolve the prompt (a user file may live on gs://) once, at construction: workers
         # then carry the text, and a missing file fails the job before it starts.
         self.rules = FusionRules.from_config(config)
@@ -136,6 +137,13 @@ class FusionStage(beam.PTransform):
         return self.rules.prompt.prompt_id
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
+        if self.config.generation.streams and self._loader is load_text_generator:
+            # server backends: rows stream to the engines, passing through in the same DoFn
+            from llm_fusion.streaming import FusionTaskFactory
+            from pipeline.inflight import InFlightInference
+
+            task = FusionTaskFactory(self.rules)
+            return records | "Fuse" >> beam.ParDo(InFlightInference(task, "fusion"))
         routed = records | "RouteForFusion" >> beam.ParDo(_RouteForFusion(self.rules)).with_outputs(
             _LLM, main="done"
         )

@@ -471,16 +471,21 @@ def _run_claimed(
         else [s for s in plan.input_shards if s.rows > 0],
     )
 
+    streaming = streaming_job(config)
     beam_args = local_beam_args(
-        config.run.beam_args, config.stages, [plan.expected_rows[s] for s in run_plan.todo]
+        config.run.beam_args,
+        config.stages,
+        [plan.expected_rows[s] for s in run_plan.todo],
+        cpu_stages=set(config.stages) if streaming else CPU_STAGES,
     )
     if beam_args != list(config.run.beam_args):
         print(f"vecap run: local runner: {' '.join(beam_args)}", file=stream)
     options = pipeline_options(beam_args)
     local = is_local(options)
     # Waves bound what the local runner materialises at a model stage's Flatten; a CPU-only
-    # job (download) is fused from read to write, each worker holding only its shards in flight.
-    wave_shards = local and not set(config.stages) <= CPU_STAGES
+    # job (download) and a streaming one (server backends, pipeline.inflight) are fused from
+    # read to write, each worker holding only its shards in flight: one wave.
+    wave_shards = local and not streaming and not set(config.stages) <= CPU_STAGES
     waves = plan_waves(
         run_plan, config.run.local_wave_shards * _local_workers(options) if wave_shards else None
     )
@@ -494,7 +499,10 @@ def _run_claimed(
     progress = ShardProgress(
         output, run_plan.todo, enabled=config.run.progress and local, stream=stream
     )
+    engines = LocalEngines(config) if local else None
     try:
+        if engines is not None:
+            engines.start(stream)
         with progress:
             for wave in waves:
                 pipeline = make_pipeline(pipeline_options(beam_args))
@@ -519,6 +527,8 @@ def _run_claimed(
         # losing attempts) go, so that OUT/shards/*.parquet is exactly the committed set
         _remove_orphans(output, stream)
     finally:
+        if engines is not None:
+            engines.stop()
         # this run's shards, read in bulk: one listing and one batched read
         written = committed_shards(output, plan.todo)
         seconds = time.time() - t0
@@ -533,6 +543,66 @@ def _run_claimed(
     if config.run.progress:
         print(run_summary_table(written, seconds), file=stream)
     return RunResult(output, plan, written, seconds, status)
+
+
+def model_stage_configs(config: PipelineConfig) -> list[tuple[str, Any, bool]]:
+    """(stage, GenerationConfig, multimodal) of each model stage this job runs."""
+    out = []
+    if "caption" in config.stages and config.caption is not None:
+        out.append(("caption", config.caption.generation, True))
+    ethics_gen = getattr(config.ethics, "generation", None)
+    if "ethics" in config.stages and ethics_gen is not None:
+        out.append(("ethics", ethics_gen, False))
+    if "fuse" in config.stages and config.fusion is not None:
+        out.append(("fuse", config.fusion.generation, False))
+    return out
+
+
+def streaming_job(config: PipelineConfig) -> bool:
+    """Every model stage streams to servers (pipeline.inflight) and the job has at least one:
+    it then runs fused from read to write, in one wave, in worker processes."""
+    models = model_stage_configs(config)
+    return bool(models) and all(g.streams and stage != "ethics" for stage, g, _ in models)
+
+
+class LocalEngines:
+    """On the local runner the launcher starts the job's engine servers (one per GPU per model,
+    all loading at once) before the first row, so a model that cannot load fails the job at
+    once and the waves and worker processes attach to loaded engines; at the end it stops the
+    servers it started (a server another job started on this machine is left running)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        seen: dict[tuple, tuple[Any, bool]] = {}
+        for _stage, gen, multimodal in model_stage_configs(config):
+            if gen.backend == "vllm" and gen.streams:
+                seen.setdefault((gen.engine_key(), multimodal), (gen, multimodal))
+        self.wanted = list(seen.values())
+        self.started: list[Any] = []
+
+    def start(self, stream: TextIO) -> None:
+        if not self.wanted:
+            return
+        from pipeline.generation.server_backend import fleet_for
+
+        for gen, multimodal in self.wanted:
+            fleet = fleet_for(gen, multimodal)
+            before = fleet.records()
+            t0 = time.time()
+            endpoints = fleet.ensure()
+            fresh = [
+                n for n, r in before.items() if r is None or r["pid"] != fleet.records()[n]["pid"]
+            ]
+            if fresh:
+                self.started.append(fleet)
+            print(
+                f"vecap run: {gen.model}: {len(endpoints)} engine(s) on "
+                f"{', '.join(e.slot for e in endpoints)} ready in {time.time() - t0:.0f}s",
+                file=stream,
+            )
+
+    def stop(self) -> None:
+        for fleet in self.started:
+            fleet.stop()
 
 
 def _remove_orphans(output: str, stream: TextIO) -> None:

@@ -10,7 +10,9 @@ Local default for CPU-bound runs (:func:`local_beam_args`): a download-only job 
 :data:`AUTO_PROCESSES_MIN_ROWS` rows in two or more shards runs one SDK worker process per core
 (up to one per shard), because in one process the GIL serialises what the cores could share
 (HTTP parsing, Pillow's JPEG encoder, which holds the GIL, Beam's per-element work, parquet
-writing). Jobs with a model stage stay in one process, so a model is loaded once; any
+writing). So does a job whose model stages all stream to engine servers (the models live in the
+servers, one per GPU, not in the workers: ``cpu_stages``). Other jobs with a model stage stay
+in one process, so a model is loaded once; any
 ``--direct_running_mode`` or ``--direct_num_workers`` given by the user is left as it is.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 LOCAL_RUNNER_NAMES = frozenset({"", "fnapirunner", "local"})
@@ -59,6 +61,7 @@ def local_beam_args(
     stages: Sequence[str],
     shard_rows: Sequence[int],
     cores: int | None = None,
+    cpu_stages: Set[str] = CPU_STAGES,
 ) -> list[str]:
     """``beam_args`` plus the local runner's process default for this job (see the module doc).
 
@@ -72,7 +75,7 @@ def local_beam_args(
         not is_local(pipeline_options(args))
         or any(a.split("=", 1)[0] in _PARALLELISM_FLAGS for a in args)
         or not stages
-        or not set(stages) <= CPU_STAGES
+        or not set(stages) <= cpu_stages
         or sum(shard_rows) < AUTO_PROCESSES_MIN_ROWS
         or min(cores, shards) < 2
     ):

@@ -47,6 +47,10 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "device": ("caption.generation.device", "fusion.generation.device"),
     "dtype": ("caption.generation.dtype", "fusion.generation.dtype"),
     "max_new_tokens": ("caption.generation.max_new_tokens", "fusion.generation.max_new_tokens"),
+    "gpus": ("caption.generation.gpus", "fusion.generation.gpus"),
+    "max_in_flight": ("caption.generation.max_in_flight", "fusion.generation.max_in_flight"),
+    "base_url": ("caption.generation.base_url", "fusion.generation.base_url"),
+    "api_key_env": ("caption.generation.api_key_env", "fusion.generation.api_key_env"),
     "keep_images": ("writer.keep_images",),
 }
 
@@ -218,7 +222,29 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     md.add_argument(
         "--ethics-blocklist-file", default=None, help="terms that flag a row, one per line"
     )
-    md.add_argument("--backend", default=None, help="transformers|vllm for every model stage")
+    md.add_argument(
+        "--backend",
+        default=None,
+        help="transformers|vllm|openai for every model stage (vllm: one server per GPU; "
+        "openai: a server fleet you run, at --base-url)",
+    )
+    md.add_argument(
+        "--gpus",
+        default=None,
+        help="vllm: GPUs to run engines on, e.g. 0,1,3 (default: every visible GPU)",
+    )
+    md.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="vllm/openai: requests each engine gets from one worker process (default 512)",
+    )
+    md.add_argument("--base-url", default=None, help="openai: the server, e.g. http://host:8000/v1")
+    md.add_argument(
+        "--api-key-env",
+        default=None,
+        help="openai: environment variable holding the API key (default OPENAI_API_KEY)",
+    )
     md.add_argument("--device", default=None, help="auto|cpu|cuda|cuda:N (transformers backend)")
     md.add_argument("--dtype", default=None, help="auto|float32|float16|bfloat16")
     md.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap")

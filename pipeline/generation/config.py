@@ -12,7 +12,11 @@ from pipeline.generation.recovery import DEFAULT_MAX_FAILED_BATCHES
 if TYPE_CHECKING:  # keep `import pipeline.generation` free of torch/transformers
     from PIL import Image
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "openai")
+# backends whose engines are OpenAI-compatible servers: rows stream to them (pipeline.inflight)
+SERVER_BACKENDS = ("vllm", "openai")
+VLLM_ENGINES = ("server", "offline")
+DEFAULT_MAX_IN_FLIGHT = 512  # per engine: twice vLLM's max_num_seqs, so its scheduler is the limit
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # one vLLM engine alone on its GPU
 MAX_GPU_MEMORY_UTILIZATION = 0.95  # the most all engines of one worker may reserve together
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -57,6 +61,22 @@ class GenerationConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
     load_format: str = "auto"  # vLLM's; "dummy": random weights from config.json (benchmarks)
+    max_num_seqs: int | None = None  # vLLM's scheduler cap per step (None: vLLM's default)
+    # vllm: "server" (default) runs one OpenAI-compatible server per GPU slot on this machine,
+    # shared by every process, fed continuously; "offline" an in-process vllm.LLM per process
+    # whose calls are serialised (for a single process without a server)
+    vllm_engine: str = "server"
+    # server backends: GPUs to run engines on ("0,1,3"; None: every visible GPU), requests each
+    # engine gets from one process at a time, and the engines' lifecycle
+    gpus: str | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    server_start_timeout_s: float = 1800.0  # a 7B checkpoint's load, compile and warm-up
+    request_timeout_s: float = 600.0
+    max_engine_restarts: int = 3  # per GPU slot; past it the bundle fails (EngineFatalError)
+    # openai backend: a server fleet the user runs (vLLM, SGLang, ...)
+    base_url: str | None = None  # e.g. http://10.0.0.5:8000/v1
+    api_key_env: str | None = "OPENAI_API_KEY"  # the environment variable holding the key
+    served_model_name: str | None = None  # the name the server knows the model by
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -89,6 +109,31 @@ class GenerationConfig:
             raise ValueError("max_failed_batches must be >= 0 (0: never give the bundle back)")
         if self.tensor_parallel_size < 1:
             raise ValueError("tensor_parallel_size must be >= 1")
+        if self.vllm_engine not in VLLM_ENGINES:
+            raise ValueError(f"vllm_engine must be one of {VLLM_ENGINES}, got {self.vllm_engine!r}")
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1 when set")
+        if self.max_engine_restarts < 0:
+            raise ValueError("max_engine_restarts must be >= 0")
+        if not (self.server_start_timeout_s > 0 and self.request_timeout_s > 0):
+            raise ValueError("server_start_timeout_s and request_timeout_s must be > 0")
+        if self.gpus is not None:
+            from pipeline.generation.devices import parse_gpus
+
+            parse_gpus(self.gpus)  # raises GpuSelectionError (a ValueError) with the reason
+        if self.backend == "openai":
+            if not self.base_url or not self.base_url.startswith(("http://", "https://")):
+                raise ValueError("the openai backend needs base_url, e.g. http://host:8000/v1")
+        elif self.base_url is not None:
+            raise ValueError("base_url is for the openai backend only")
+
+    @property
+    def streams(self) -> bool:
+        """Rows go to a server one by one, many in flight (pipeline.inflight), rather than in
+        fixed batches through RunInference."""
+        return self.backend == "openai" or (self.backend == "vllm" and self.vllm_engine == "server")
 
     def engine_key(self) -> tuple:
         """What loading depends on (not decoding or batching): configs with equal keys can
@@ -104,6 +149,11 @@ class GenerationConfig:
             self.tensor_parallel_size,
             self.enforce_eager,
             self.load_format,
+            self.max_num_seqs,
+            self.vllm_engine,
+            self.gpus,
+            self.base_url,
+            self.served_model_name,
         )
 
     def shared_model_tag(self, multimodal: bool) -> str:
@@ -194,7 +244,9 @@ def check_aligned(prompts: Sequence[str], images: Sequence[Any] | None) -> None:
 __all__ = [
     "BACKENDS",
     "DEFAULT_GPU_MEMORY_UTILIZATION",
+    "DEFAULT_MAX_IN_FLIGHT",
     "DTYPES",
+    "SERVER_BACKENDS",
     "MAX_GPU_MEMORY_UTILIZATION",
     "GenerationConfig",
     "Generator",

@@ -24,6 +24,10 @@ _LOADING = threading.Lock()
 
 
 def _load(config: GenerationConfig, multimodal: bool) -> Generator:
+    if config.streams:  # vllm servers (one per GPU) or the user's openai fleet
+        from pipeline.generation.server_backend import ServerGenerator
+
+        return ServerGenerator(config, multimodal=multimodal)
     if config.backend == "vllm":
         from pipeline.generation.vllm_backend import VllmGenerator
 

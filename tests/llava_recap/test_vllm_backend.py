@@ -41,6 +41,7 @@ def _cfg(model, backend: str) -> GenerationConfig:
         max_model_len=512,
         batch_size=8,
         min_batch_size=8,
+        vllm_engine="offline",  # the in-process engine (test_vllm_server.py: the server path)
     )
 
 

@@ -46,6 +46,7 @@ def _config(model, backend: str, prompt_file: str) -> FusionConfig:
         enforce_eager=True,
         max_model_len=512,
         batch_size=4,
+        vllm_engine="offline",  # in-process (tests/pipeline/generation/test_vllm_server.py: servers)
     )
     # the long-AltText bound is lifted so one row can overflow the context on purpose
     return FusionConfig(generation=gen, prompt_file=prompt_file, max_alt_text_chars=20_000)
@@ -106,6 +107,7 @@ def test_vllm_renders_the_family_fallback_like_transformers(chat_family_models, 
         GenerationConfig(
             model=str(path),
             backend="vllm",
+            vllm_engine="offline",
             dtype="float32",
             max_new_tokens=4,
             enforce_eager=True,

@@ -33,6 +33,7 @@ def _config(model, backend: str) -> GenerationConfig:
         max_new_tokens=12,
         enforce_eager=True,
         max_model_len=256,
+        vllm_engine="offline",  # in-process (tests/pipeline/generation/test_vllm_server.py: servers)
     )
 
 

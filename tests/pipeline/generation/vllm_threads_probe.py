@@ -47,6 +47,7 @@ def main(model_dir: str) -> None:
         GenerationConfig(
             model=model_dir,
             backend="vllm",
+            vllm_engine="offline",
             device="cpu",
             dtype="float32",
             max_new_tokens=8,
