@@ -48,7 +48,9 @@ _FLEETS: dict[tuple, Fleet] = {}
 
 def fleet_for(config: GenerationConfig, multimodal: bool) -> Fleet:
     """This process's handle on a model's machine-wide fleet (one object per load key)."""
-    key = (config.engine_key(), multimodal)
+    from pipeline.generation.fleet import engine_dir
+
+    key = (config.engine_key(), multimodal, engine_dir())
     if key not in _FLEETS:
         _FLEETS[key] = Fleet(config, multimodal=multimodal)
     return _FLEETS[key]

@@ -128,7 +128,7 @@ class EnginePool:
         self._engines = [_EngineState(e) for e in endpoints]
         self._started = time.monotonic()
         self._cond: asyncio.Condition | None = None
-        self._restarts = 0
+        self._reported: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ callers' side
 
@@ -224,7 +224,9 @@ class EnginePool:
         if self._recover is None:  # a server vecap does not own: wait, then try it again
             await asyncio.sleep(1.0)
             return failed
-        log.warning("%s: engine %s failed a request (%s)", self.name, failed.slot, problem[:200])
+        if (failed.slot, failed.generation) not in self._reported:  # once per incarnation
+            self._reported.add((failed.slot, failed.generation))
+            log.warning("%s: engine %s failed (%s)", self.name, failed.slot, problem[:200])
         replacement = await asyncio.get_running_loop().run_in_executor(None, self._recover, failed)
         for e in self._engines:  # the state of the slot points at the live server from now on
             if (
