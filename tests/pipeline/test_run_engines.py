@@ -8,13 +8,18 @@ import pytest
 from pipeline.config import build_pipeline_config
 from pipeline.generation.factory import release_engines
 from pipeline.run import run_pipeline
-from tests.pipeline.generation.sim_engines import (  # noqa: F401 - fixture
-    server_records,
-    sim_fleet_env,
-)
-from tests.pipeline.test_run import rows_of, sample_table  # noqa: F401 - fixture
+from pipeline.sample.server import SAMPLE_DIR, SampleServer, sample_input_table
+from tests.fixtures.sim_engines import server_records
+from tests.pipeline.test_run import rows_of
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample_table(tmp_path_factory):
+    with SampleServer(root_dir=SAMPLE_DIR) as server:
+        path = sample_input_table(server.base_url, tmp_path_factory.mktemp("in") / "sample.csv")
+        yield str(path)
 
 
 def _job(table: str, out: str, tiny_models, **extra) -> dict:

@@ -18,13 +18,7 @@ from pipeline.generation.factory import release_engines
 from pipeline.generation.recovery import EngineFatalError
 from pipeline.generation.server_backend import fleet_for
 from pipeline.generation.server_client import completion_text
-from tests.pipeline.generation.sim_engines import (  # noqa: F401 - fixture
-    REPO,
-    server_records,
-    sim_fleet_env,
-    sim_stats,
-    stop_all,
-)
+from tests.fixtures.sim_engines import REPO, server_records, sim_stats, stop_all
 
 
 def _config(model, **kw) -> GenerationConfig:
@@ -128,7 +122,11 @@ def test_concurrent_callers_each_get_their_own_rows(sim_fleet_env, tiny_models):
     with ThreadPoolExecutor(len(jobs)) as pool:
         together = list(pool.map(run, jobs))
     assert all(len(out) == 24 for out in together)
-    flat = {p: out for prompts, outs in zip(jobs, together) for p, out in zip(prompts, outs)}
+    flat = {
+        p: out
+        for prompts, outs in zip(jobs, together, strict=True)
+        for p, out in zip(prompts, outs, strict=True)
+    }
     assert len(set(flat.values())) == len(flat)  # every row its own answer
     for p, text in alone.items():
         assert flat[p] == text
