@@ -15,10 +15,15 @@ context on GPU 0 that every engine would then pay for.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 CPU_SLOT = "cpu"
 
@@ -117,8 +122,52 @@ def engine_slots(
     return [EngineSlot("gpu" + "+".join(g), ",".join(g)) for g in groups]
 
 
+_CLAIMED: dict[str, tuple[int, int]] = {}  # spec -> (lock fd held for the process, position)
+
+
+def claim_gpu(spec: str | None, visible: list[str] | None = None) -> int | None:
+    """For an in-process model (the transformers backend): the position, in this process's
+    visible GPUs, of a GPU no other process on the machine has claimed, held until the process
+    ends, so N worker processes on an N-GPU machine load one model per GPU. None without GPUs;
+    with more processes than GPUs the extra ones share (a warning says so)."""
+    visible = visible_gpus() if visible is None else visible
+    if not visible:
+        return None
+    key = spec or "all"
+    if key in _CLAIMED:
+        return _CLAIMED[key][1]
+    picked = parse_gpus(spec)
+    positions = list(range(len(visible))) if picked is None else picked
+    lock_dir = os.environ.get("VECAP_ENGINE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"vecap-engines-{os.getuid()}"
+    )
+    os.makedirs(lock_dir, exist_ok=True)
+    for position in positions:
+        fd = os.open(
+            os.path.join(lock_dir, f"in-process-gpu-{visible[position]}.lock"),
+            os.O_RDWR | os.O_CREAT,
+            0o644,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _CLAIMED[key] = (fd, position)
+        return position
+    position = positions[os.getpid() % len(positions)]
+    log.warning(
+        "every GPU (%s) already has a model process; this one shares GPU %s",
+        ",".join(visible[p] for p in positions),
+        visible[position],
+    )
+    _CLAIMED[key] = (-1, position)
+    return position
+
+
 __all__ = [
     "CPU_SLOT",
+    "claim_gpu",
     "EngineSlot",
     "GpuSelectionError",
     "engine_slots",

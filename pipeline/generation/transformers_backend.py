@@ -19,11 +19,18 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, gpus: str | None = None) -> str:
+    """``auto``/``cuda``: a GPU of its own for this process where the machine has several
+    (``devices.claim_gpu``: N worker processes, N GPUs, one model each); ``cuda:N`` as given."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto" and not torch.cuda.is_available():
+        return "cpu"
+    if device in ("auto", "cuda"):
+        from pipeline.generation.devices import claim_gpu
+
+        position = claim_gpu(gpus) if torch.cuda.device_count() > 1 or gpus else None
+        return "cuda" if position is None else f"cuda:{position}"
     return device
 
 
@@ -60,7 +67,7 @@ class TransformersGenerator(ChatMixin):
         self.config = config
         self.multimodal = multimodal
         self._guard = CallGuard(config.model)
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, config.gpus)
         self.dtype = resolve_dtype(config.dtype, self.device)
         common = {"trust_remote_code": config.trust_remote_code}
         check_model_reachable(config.model, config.backend)

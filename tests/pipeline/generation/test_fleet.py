@@ -230,3 +230,19 @@ def test_fleet_stop_stops_the_servers(sim_fleet_env, tiny_models):
     assert pids and not any(is_alive(p) for p in pids)
     assert not server_records(sim_fleet_env)
     assert os.path.isdir(sim_fleet_env)
+
+
+def test_in_process_models_claim_one_gpu_each(tmp_path):
+    """transformers: each worker process claims its own GPU; past the last they share."""
+    code = (
+        "import sys, time; sys.path.insert(0, {repo!r});"
+        "from pipeline.generation.devices import claim_gpu;"
+        "print(claim_gpu(None, ['0', '1', '2']), flush=True); time.sleep(3)"
+    ).format(repo=str(REPO))
+    env = {**os.environ, "VECAP_ENGINE_DIR": str(tmp_path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(4)
+    ]
+    got = [int(p.communicate(timeout=60)[0].split()[-1]) for p in procs]
+    assert len(got) == 4 and set(got) == {0, 1, 2}  # every GPU claimed; the fourth shares one
