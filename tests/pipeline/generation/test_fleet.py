@@ -235,10 +235,10 @@ def test_fleet_stop_stops_the_servers(sim_fleet_env, tiny_models):
 def test_in_process_models_claim_one_gpu_each(tmp_path):
     """transformers: each worker process claims its own GPU; past the last they share."""
     code = (
-        "import sys, time; sys.path.insert(0, {repo!r});"
+        f"import sys, time; sys.path.insert(0, {str(REPO)!r});"
         "from pipeline.generation.devices import claim_gpu;"
         "print(claim_gpu(None, ['0', '1', '2']), flush=True); time.sleep(3)"
-    ).format(repo=str(REPO))
+    )
     env = {**os.environ, "VECAP_ENGINE_DIR": str(tmp_path)}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
