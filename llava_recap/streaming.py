@@ -52,6 +52,9 @@ class CaptionTask:
     def max_failed_batches(self) -> int:
         return self.config.generation.max_failed_batches
 
+    def saturated(self) -> bool:
+        return self.generator.pool.saturated()
+
     def load(self) -> int:
         self.generator = load_generator(self.config.generation, True)
         self.captioner = Captioner(self.generator, self.config)
@@ -68,7 +71,10 @@ class CaptionTask:
         if isinstance(image, ValueError):
             self.counters[FAILED_DECODE].inc()
             return failed_caption(record, str(image))
-        return record, self.captioner.prep([image])[0]
+        prepped = self.captioner.prep([image])[0]
+        # untouched by image_aspect: the stored JPEG goes as it is (the server decodes the very
+        # pixels decoded here), no re-encoding
+        return record, record.jpg if prepped is image else prepped
 
     def send(self, prepared: Any) -> concurrent.futures.Future:
         _record, image = prepared

@@ -48,6 +48,9 @@ class FusionTask:
     def max_failed_batches(self) -> int:
         return self.config.generation.max_failed_batches
 
+    def saturated(self) -> bool:
+        return self.generator.pool.saturated()
+
     def load(self) -> int:
         self.generator = load_text_generator(self.config.generation)
         self.generator.resolve_chat_template(self.choice)  # no template: fail before any row

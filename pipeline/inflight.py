@@ -7,8 +7,9 @@ backends (``pipeline.generation.server_backend``) a stage instead runs :class:`I
 - each row is prepared on a small thread pool (JPEG decode, padding, PNG encode, prompt
   rendering) and sent as soon as it is ready, so preparation overlaps generation;
 - up to ``window`` rows (``max_in_flight`` x the model's engines) are prepared or in flight at
-  once; ``process`` blocks only when the window is full, and emits each row as its answer
-  arrives, in completion order;
+  once; ``process`` blocks only when the window is full (or the process's engines are full
+  with the rows of every instance of the stage: Beam runs one per harness thread), and emits
+  each row as its answer arrives, in completion order;
 - rows the stage does not touch (already done, failed upstream) pass straight through, so the
   stage has no Partition/Flatten: read, download, caption, fuse and write fuse into one stage of
   the runner, and fusion starts on the first captioned row, not after the last;
@@ -52,6 +53,9 @@ class InFlightTask(Protocol):
 
     def finish(self, record: Record, answer: Any) -> Record:
         """The row with the answer applied; ``answer`` may be the exception the row failed with."""
+
+    def saturated(self) -> bool:
+        """The generator's engines are full with this process's requests (all instances)."""
 
     @property
     def max_in_flight(self) -> int: ...
@@ -107,10 +111,11 @@ class InFlightInference(beam.DoFn):
         self.pending.add(row.future)
         self.prep.submit(self._prepare_and_send, row)
         self._sent.inc()
-        if len(self.pending) >= self.window:
-            yield from self._collect(block=True)
-        else:
-            yield from self._collect(block=False)
+        # block while this instance's window is full, or while the process's engines are
+        # saturated by every instance together (Beam runs one instance per harness thread):
+        # prepared rows then wait here, not in memory
+        full = len(self.pending) >= self.window or self.task.saturated()
+        yield from self._collect(block=full)
 
     def finish_bundle(self) -> Iterator[Any]:
         while self.pending:

@@ -58,7 +58,9 @@ def fleet_for(config: GenerationConfig, multimodal: bool) -> Fleet:
 
 def encode_image(image: Any) -> str:
     """A data URL for a PIL image: PNG (lossless, so the server decodes the very pixels the
-    offline engine would get)."""
+    offline engine would get); JPEG bytes as they are."""
+    if isinstance(image, bytes):
+        return "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)  # level 1: 4x faster, 10-20 % larger
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

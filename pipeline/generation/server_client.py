@@ -128,6 +128,9 @@ class EnginePool:
         self._engines = [_EngineState(e) for e in endpoints]
         self._started = time.monotonic()
         self._cond: asyncio.Condition | None = None
+        # requests submitted and not yet answered, from every thread of this process
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
         self._reported: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ callers' side
@@ -137,7 +140,25 @@ class EnginePool:
         response's JSON (or the error). ``payload`` gets a fresh ``request_id``."""
         body = dict(payload)
         body.setdefault("request_id", f"vecap-{uuid.uuid4().hex}")
-        return asyncio.run_coroutine_threadsafe(self._request(route, body), loop().loop)
+        with self._outstanding_lock:
+            self._outstanding += 1
+        future = asyncio.run_coroutine_threadsafe(self._request(route, body), loop().loop)
+        future.add_done_callback(self._answered)
+        return future
+
+    def _answered(self, _future: concurrent.futures.Future) -> None:
+        with self._outstanding_lock:
+            self._outstanding -= 1
+
+    @property
+    def capacity(self) -> int:
+        """Requests this process keeps in flight when every engine is full."""
+        return self.max_in_flight * len(self._engines)
+
+    def saturated(self) -> bool:
+        """Every engine has its ``max_in_flight`` from this process and more wait: callers
+        (threads of any stage instance) should stop preparing rows until answers come back."""
+        return self._outstanding >= self.capacity + self.capacity // 4
 
     def stats(self) -> dict[str, Any]:
         """Per engine: requests sent, mean and peak in flight from this process."""
