@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.cli.export",  # vecap export-json, validate-json, stats, gc
     "pipeline.cli.report",  # vecap report
     "pipeline.cli.inspect_input",  # vecap inspect-input
+    "pipeline.cli.engines",  # vecap engines
     "llava_recap.cli",  # vecap make-tiny-models, vecap caption
     "llm_fusion.cli",  # vecap fuse-preview
     "clip_trainer.cli",  # vecap train, vecap eval

@@ -246,3 +246,17 @@ def test_in_process_models_claim_one_gpu_each(tmp_path):
     ]
     got = [int(p.communicate(timeout=60)[0].split()[-1]) for p in procs]
     assert len(got) == 4 and set(got) == {0, 1, 2}  # every GPU claimed; the fourth shares one
+
+
+def test_vecap_engines_lists_and_stops_the_machines_servers(sim_fleet_env, tiny_models, capsys):
+    from pipeline.cli import main
+    from pipeline.generation.engine_server import is_alive
+
+    fleet_for(_config(tiny_models.llm, gpus="0,1"), False).ensure()
+    pids = [r["pid"] for r in server_records(sim_fleet_env)]
+    assert main(["engines"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("healthy") == 2 and "gpu0" in listed and "gpu1" in listed
+    assert main(["engines", "--stop"]) == 0
+    assert "stopped 2 server(s)" in capsys.readouterr().out
+    assert not any(is_alive(p) for p in pids) and not server_records(sim_fleet_env)
