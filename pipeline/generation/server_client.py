@@ -248,7 +248,16 @@ class EnginePool:
         if (failed.slot, failed.generation) not in self._reported:  # once per incarnation
             self._reported.add((failed.slot, failed.generation))
             log.warning("%s: engine %s failed (%s)", self.name, failed.slot, problem[:200])
-        replacement = await asyncio.get_running_loop().run_in_executor(None, self._recover, failed)
+        try:
+            replacement = await asyncio.get_running_loop().run_in_executor(
+                None, self._recover, failed
+            )
+        except EngineFatalError:
+            raise
+        except Exception as exc:  # a server that cannot start again: no row may fail for it
+            raise EngineFatalError(
+                f"{self.name}: engine {failed.slot} could not be restarted: {exc}"
+            ) from exc
         for e in self._engines:  # the state of the slot points at the live server from now on
             if (
                 e.endpoint.slot == replacement.slot

@@ -260,3 +260,17 @@ def test_vecap_engines_lists_and_stops_the_machines_servers(sim_fleet_env, tiny_
     assert main(["engines", "--stop"]) == 0
     assert "stopped 2 server(s)" in capsys.readouterr().out
     assert not any(is_alive(p) for p in pids) and not server_records(sim_fleet_env)
+
+
+def test_an_engine_that_cannot_restart_fails_the_bundle_not_its_rows(
+    sim_fleet_env, tiny_models, monkeypatch
+):
+    from pipeline.generation.engine_server import stop_server
+
+    gen = load_generator(_config(tiny_models.llm, gpus="0"), multimodal=False)
+    assert gen.generate(["before"])
+    [record] = server_records(sim_fleet_env)
+    stop_server(record["pid"])  # the engine dies; its replacement exits at start
+    monkeypatch.setenv("VECAP_ENGINE_SERVER_CMD", f"{sys.executable} -c 'raise SystemExit(3)'")
+    with pytest.raises(EngineFatalError, match="could not be restarted"):
+        gen.generate(["after"])
