@@ -33,6 +33,8 @@ class CaptionTask:
 
     def __init__(self, config: CaptionConfig, router: Any, reset: Any) -> None:
         self.config = config
+        self.generation = config.generation
+        self.prep_threads = config.decode_threads
         self._router = router
         self._reset = reset
         self.counters = {
@@ -40,25 +42,9 @@ class CaptionTask:
             for name in ("captioned", "failed_decode", "failed_generation", "failed_empty")
         }
 
-    @property
-    def max_in_flight(self) -> int:
-        return self.config.generation.max_in_flight
-
-    @property
-    def prep_threads(self) -> int:
-        return self.config.decode_threads
-
-    @property
-    def max_failed_batches(self) -> int:
-        return self.config.generation.max_failed_batches
-
-    def saturated(self) -> bool:
-        return self.generator.pool.saturated()
-
-    def load(self) -> int:
-        self.generator = load_generator(self.config.generation, True)
+    def load(self) -> None:
+        self.generator = load_generator(self.generation, True)
         self.captioner = Captioner(self.generator, self.config)
-        return len(self.generator.pool.endpoints)
 
     def route(self, record: Record) -> Record | None:
         if self._router(record, 2) == 1:

@@ -28,6 +28,8 @@ class FusionTask:
     def __init__(self, rules: FusionRules) -> None:
         self.rules = rules
         self.config = rules.config
+        self.generation = rules.config.generation
+        self.prep_threads = 2  # jinja rendering: light
         self.choice = chat_template_choice(self.config.chat_template)
         self.skipped = Metrics.counter(METRICS_NAMESPACE, "llm_skipped")
         self.passed = Metrics.counter(METRICS_NAMESPACE, "passed_through")
@@ -36,25 +38,9 @@ class FusionTask:
             for s in ("llm", "visual", "alt", "failed")
         }
 
-    @property
-    def max_in_flight(self) -> int:
-        return self.config.generation.max_in_flight
-
-    @property
-    def prep_threads(self) -> int:
-        return 2  # jinja rendering: light
-
-    @property
-    def max_failed_batches(self) -> int:
-        return self.config.generation.max_failed_batches
-
-    def saturated(self) -> bool:
-        return self.generator.pool.saturated()
-
-    def load(self) -> int:
-        self.generator = load_text_generator(self.config.generation)
+    def load(self) -> None:
+        self.generator = load_text_generator(self.generation)
         self.generator.resolve_chat_template(self.choice)  # no template: fail before any row
-        return len(self.generator.pool.endpoints)
 
     def route(self, record: Record) -> Record | None:
         if not record.ok or record.fusion_source is not None:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from pipeline.generation.config import GenerationConfig
 from pipeline.generation.recovery import EngineFatalError, FailedBatchBreaker
 from schemas import Record
 
@@ -37,10 +38,16 @@ _BREAKER_CHUNK = 32
 
 
 class InFlightTask(Protocol):
-    """What one model stage does per row; everything but ``prepare`` runs on the DoFn's thread."""
+    """What one model stage does per row; everything but ``prepare`` runs on the DoFn's thread.
+    ``generation`` is the stage's GenerationConfig; ``generator`` (set by ``load``) a
+    ``ServerGenerator``, whose ``pool`` says how many engines there are and how full."""
 
-    def load(self) -> int:
-        """Load the generator (and prompt); return the number of engines behind it."""
+    generation: GenerationConfig
+    generator: Any
+    prep_threads: int
+
+    def load(self) -> None:
+        """Load the generator (and the prompt)."""
 
     def route(self, record: Record) -> Record | None:
         """The finished record when this row needs no model call, else None."""
@@ -53,18 +60,6 @@ class InFlightTask(Protocol):
 
     def finish(self, record: Record, answer: Any) -> Record:
         """The row with the answer applied; ``answer`` may be the exception the row failed with."""
-
-    def saturated(self) -> bool:
-        """The generator's engines are full with this process's requests (all instances)."""
-
-    @property
-    def max_in_flight(self) -> int: ...
-
-    @property
-    def prep_threads(self) -> int: ...
-
-    @property
-    def max_failed_batches(self) -> int: ...
 
 
 class _Row:
@@ -88,12 +83,13 @@ class InFlightInference(beam.DoFn):
 
     def setup(self) -> None:
         self.task = self._factory()
-        engines = self.task.load()
-        self.window = max(1, self.task.max_in_flight * max(1, engines))
+        self.task.load()
+        self.pool = self.task.generator.pool
+        self.window = self.pool.capacity
         self.prep = concurrent.futures.ThreadPoolExecutor(
             self.task.prep_threads, thread_name_prefix=f"vecap-{self._name}-prep"
         )
-        self.breaker = FailedBatchBreaker(self.task.max_failed_batches, self._name)
+        self.breaker = FailedBatchBreaker(self.task.generation.max_failed_batches, self._name)
         self._outcomes: list[Any] = []
 
     def start_bundle(self) -> None:
@@ -114,7 +110,7 @@ class InFlightInference(beam.DoFn):
         # block while this instance's window is full, or while the process's engines are
         # saturated by every instance together (Beam runs one instance per harness thread):
         # prepared rows then wait here, not in memory
-        full = len(self.pending) >= self.window or self.task.saturated()
+        full = len(self.pending) >= self.window or self.pool.saturated()
         yield from self._collect(block=full)
 
     def finish_bundle(self) -> Iterator[Any]:
