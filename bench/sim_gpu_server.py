@@ -67,6 +67,14 @@ GPU time shared between processes
     processes alternate steps. The lock file also carries the end time of the last step, the
     shared GPU clock. Without ``CUDA_VISIBLE_DEVICES`` nothing is shared.
 
+Stats files
+    ``GET /sim/stats`` reports the counters (requests, tokens, busy time, the time-weighted mean
+    in flight over the window from the first request to the last answer), ``cpu_s`` (the
+    server's own CPU time) and the window on the wall clock. With ``--sim-stats-dir D`` (or
+    ``$VECAP_SIM_STATS_DIR``) the server also writes them to ``D/sim-<pid>.json`` every second
+    and when it stops (SIGTERM), so a benchmark can read them after whoever started the server
+    has stopped it.
+
 Fault injection
     With ``VECAP_SIM_DIE_AFTER=N`` and ``VECAP_SIM_DIE_ONCE_FILE=<path>``: when the file does not
     exist the server creates it and, once it has admitted N requests to the batch, calls
@@ -140,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-t-decode-seq", type=float, default=T_DECODE_SEQ_S)
     p.add_argument("--sim-image-tokens", type=int, default=IMAGE_TOKENS)
     p.add_argument("--sim-slack-s", type=float, default=0.02)
+    p.add_argument(
+        "--sim-stats-dir",
+        default=os.environ.get("VECAP_SIM_STATS_DIR") or None,
+        help="write /sim/stats as JSON to <dir>/sim-<pid>.json every second and at exit "
+        "(default $VECAP_SIM_STATS_DIR; none)",
+    )
     return p
 
 
@@ -565,6 +579,11 @@ class Engine:
             "decode_tokens": self.decode_tokens,
             "output_tokens": self.output_tokens,
             "steps": self.steps,
+            # this process's own CPU (every thread), and the window on the wall clock, so a
+            # benchmark can subtract the simulator's CPU and merge several servers' windows
+            "cpu_s": time.process_time(),
+            "first_request_unix": (first - now + time.time()) if first is not None else None,
+            "end_unix": (end - now + time.time()) if first is not None else None,
         }
 
 
@@ -761,6 +780,27 @@ class Server:
         return await self._serve(request, chat=True)
 
 
+def _write_stats(engine: Engine, stats_dir: str | None) -> None:
+    """/sim/stats as ``<stats_dir>/sim-<pid>.json``, replaced atomically."""
+    if not stats_dir:
+        return
+    path = os.path.join(stats_dir, f"sim-{os.getpid()}.json")
+    tmp = path + ".tmp"
+    with contextlib.suppress(OSError):
+        with open(tmp, "w") as f:
+            json.dump(engine.stats(), f)
+        os.replace(tmp, path)
+
+
+async def _write_stats_every_second(engine: Engine, stats_dir: str | None) -> None:
+    if not stats_dir:
+        return
+    os.makedirs(stats_dir, exist_ok=True)
+    while True:
+        _write_stats(engine, stats_dir)
+        await asyncio.sleep(1.0)
+
+
 async def serve(args: argparse.Namespace) -> None:
     server = Server(args)
     runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
@@ -780,10 +820,13 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     scheduler = asyncio.create_task(server.engine.run())
     stopped = asyncio.create_task(stop.wait())
+    writer = asyncio.create_task(_write_stats_every_second(server.engine, args.sim_stats_dir))
     await asyncio.wait({scheduler, stopped}, return_when=asyncio.FIRST_COMPLETED)
     crashed = scheduler.done() and not scheduler.cancelled() and scheduler.exception()
     scheduler.cancel()
     stopped.cancel()
+    writer.cancel()
+    _write_stats(server.engine, args.sim_stats_dir)
     await runner.cleanup()
     server.engine.pool.shutdown(wait=False, cancel_futures=True)
     if crashed:

@@ -307,6 +307,33 @@ def test_stats_and_reset(api):
     assert zero["requests_done"] == 0 and zero["busy_s"] == 0 and zero["steps"] == 0
 
 
+def test_stats_file_every_second_and_at_sigterm(servers, tmp_path):
+    stats_dir = tmp_path / "stats"
+    s = servers("--sim-startup-s", "0", "--sim-scale", "0.01", VECAP_SIM_STATS_DIR=str(stats_dir))
+    path = stats_dir / f"sim-{s.proc.pid}.json"
+    deadline = time.monotonic() + 10
+    while not path.exists():  # written at start, then every second
+        assert time.monotonic() < deadline, s.log.read_text()
+        time.sleep(0.05)
+    assert json.loads(path.read_text())["requests_done"] == 0
+    t0 = time.time()
+    for i in range(2):
+        assert (
+            s.post("/v1/completions", {"prompt": f"file {i}", "max_tokens": 4}, key=None)[0] == 200
+        )
+    t1 = time.time()
+    s.stop()  # SIGTERM: the last figures are written on the way out
+    assert s.proc.returncode == 0, s.log.read_text()
+    stats = json.loads(path.read_text())
+    assert stats["pid"] == s.proc.pid and stats["requests_done"] == 2
+    assert t0 - 0.05 <= stats["first_request_unix"] <= stats["end_unix"] <= t1 + 0.05
+    assert stats["end_unix"] - stats["first_request_unix"] == pytest.approx(
+        stats["window_s"], abs=0.01
+    )
+    assert 0 < stats["cpu_s"] < 60
+    assert not list(stats_dir.glob("*.tmp"))
+
+
 def test_capacity_formula():
     args = sim.default_args()
     assert (args.max_num_seqs, args.max_num_batched_tokens) == (256, 8192)
