@@ -580,25 +580,37 @@ class LocalEngines:
         self.started: list[Any] = []
 
     def start(self, stream: TextIO) -> None:
+        """Every model's servers at once (a caption and a fusion server load side by side)."""
         if not self.wanted:
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         from pipeline.generation.server_backend import fleet_for
 
-        for gen, multimodal in self.wanted:
-            fleet = fleet_for(gen, multimodal)
-            before = fleet.records()
-            t0 = time.time()
-            endpoints = fleet.ensure()
-            fresh = [
-                n for n, r in before.items() if r is None or r["pid"] != fleet.records()[n]["pid"]
-            ]
-            if fresh:
+        fleets = [(gen, fleet_for(gen, multimodal)) for gen, multimodal in self.wanted]
+        before = [fleet.records() for _, fleet in fleets]
+        t0 = time.time()
+        with ThreadPoolExecutor(len(fleets)) as pool:
+            futures = [pool.submit(fleet.ensure) for _, fleet in fleets]
+            # every fleet that started a server is stopped at the end, even if another failed
+            errors = [f.exception() for f in futures]
+        for (gen, fleet), old, future in zip(fleets, before, futures, strict=True):
+            now = fleet.records()
+            if any(
+                r is not None and (old[n] is None or old[n]["pid"] != r["pid"])
+                for n, r in now.items()
+            ):
                 self.started.append(fleet)
-            print(
-                f"vecap run: {gen.model}: {len(endpoints)} engine(s) on "
-                f"{', '.join(e.slot for e in endpoints)} ready in {time.time() - t0:.0f}s",
-                file=stream,
-            )
+            if future.exception() is None:
+                endpoints = future.result()
+                print(
+                    f"vecap run: {gen.model}: {len(endpoints)} engine(s) on "
+                    f"{', '.join(e.slot for e in endpoints)} ready in {time.time() - t0:.0f}s",
+                    file=stream,
+                )
+        for error in errors:
+            if error is not None:
+                raise error
 
     def stop(self) -> None:
         for fleet in self.started:
