@@ -98,10 +98,32 @@ def check_models(config: Any, skip_stages: Container[str] = ()) -> None:
         checked.add(generation.model)
 
 
+def check_gpus(config: Any, skip_stages: Container[str] = ()) -> None:
+    """vecap's engine servers (``--backend vllm``) can be placed on this machine's GPUs as
+    ``--gpus`` and ``tensor_parallel_size`` ask (workers elsewhere check their own machine)."""
+    from pipeline.errors import ConfigError
+    from pipeline.generation.devices import GpuSelectionError, engine_slots
+
+    for attr, stage, _flag in _MODEL_STAGES:
+        generation = getattr(getattr(config, attr, None), "generation", None)
+        if stage not in config.stages or stage in skip_stages or generation is None:
+            continue
+        if generation.backend != "vllm" or not generation.streams:
+            continue
+        try:
+            engine_slots(generation.gpus, generation.tensor_parallel_size)
+        except GpuSelectionError as e:
+            raise ConfigError(f"{attr}: {e}") from e
+
+
 def preflight(config: Any, skip_stages: Container[str] = ()) -> None:
-    """All checks before planning: the output, then the models."""
+    """All checks before planning: the output, the models, the GPUs of a local job."""
     check_output(config.run.output)
     check_models(config, skip_stages)
+    from pipeline.runner_options import is_local, pipeline_options
+
+    if is_local(pipeline_options(config.run.beam_args)):
+        check_gpus(config, skip_stages)
 
 
-__all__ = ["check_models", "check_output", "preflight"]
+__all__ = ["check_gpus", "check_models", "check_output", "preflight"]

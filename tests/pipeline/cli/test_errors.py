@@ -336,3 +336,22 @@ def test_job_failure_of_a_model_stage(work: Path):
     assert HINT not in text
     (log,) = (work / "out" / "logs").glob("*.log")
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "names"),
+    [
+        (["--backend", "vllm", "--gpus", "5"], {"CUDA_VISIBLE_DEVICES": "0,1"}, ["GPU 5", "0-1"]),
+        (["--backend", "vllm", "--gpus", "0,x"], {}, ["'0,x'", "indices"]),
+        (["--backend", "openai"], {}, ["base_url"]),
+    ],
+    ids=["gpu-missing", "gpu-spec", "openai-no-url"],
+)
+def test_engine_placement_errors_are_one_line(work, tiny_models, flags, env, names):
+    proc = vecap(
+        "run", "--input", "in.csv", "--output", "out", "--stages", "download,caption",
+        "--caption-model", str(tiny_models.llava), *flags,
+        cwd=work, env={"VECAP_ENGINE_SERVER_CMD": "false", **env},
+    )  # fmt: skip
+    assert_one_line_error(proc, *names)
+    assert not (work / "out").exists()  # refused before the job touched the output
