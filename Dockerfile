@@ -9,11 +9,15 @@ FROM apache/beam_python3.11_sdk:2.77.0
 
 # NVIDIA_*: on a Flink node whose Docker daemon runs the NVIDIA runtime by default, the SDK
 # containers that --environment_type=DOCKER starts (Beam passes no --gpus) see the GPUs.
+# TOKENIZERS_PARALLELISM, VLLM_WORKER_MULTIPROC_METHOD: the SDK harness runs many threads (gRPC,
+# downloads); nothing may fork it with them alive (tokenizers' pool, vLLM's engine processes).
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    TOKENIZERS_PARALLELISM=false \
+    VLLM_WORKER_MULTIPROC_METHOD=spawn
 
 # CUDA torch and vLLM first, pinned together: vLLM 0.32.0 is the version vecap's vLLM tests run
 # (scripts/setup_vllm_venv.sh installs its CPU build) and is built against torch 2.13.0. The

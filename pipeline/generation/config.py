@@ -123,6 +123,19 @@ class GenerationConfig:
             from pipeline.generation.devices import parse_gpus
 
             parse_gpus(self.gpus)  # raises GpuSelectionError (a ValueError) with the reason
+        # a setting the backend cannot honour is an error, never silently ignored
+        if self.backend == "transformers" and self.tensor_parallel_size > 1:
+            raise ValueError(
+                "tensor_parallel_size is vLLM's; the transformers backend loads one model per "
+                "GPU (worker processes claim one each; --gpus chooses them)"
+            )
+        if self.backend != "transformers" and self.device.startswith("cuda:"):
+            raise ValueError(
+                f"device={self.device!r} is the transformers backend's; {self.backend} engines "
+                "run on the GPUs that --gpus names (generation.gpus)"
+            )
+        if self.backend == "openai" and self.gpus is not None:
+            raise ValueError("gpus places vecap's own engines; an openai fleet places its own")
         if self.backend == "openai":
             if not self.base_url or not self.base_url.startswith(("http://", "https://")):
                 raise ValueError("the openai backend needs base_url, e.g. http://host:8000/v1")

@@ -14,6 +14,7 @@ hit an engine-fatal error is replaced on the next load.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from typing import Any
 
@@ -23,7 +24,19 @@ _ENGINES: dict[tuple, Any] = {}
 _LOADING = threading.Lock()
 
 
+def _process_env(config: GenerationConfig) -> None:
+    """Before a backend starts threads or processes: the tokenizers library's own thread pool
+    stays off (a Beam worker forks and runs many threads), and an in-process vLLM spawns its
+    engine processes instead of forking a process with live gRPC and download threads (a known
+    deadlock). A value the user set is left alone; vecap's servers get both themselves
+    (engine_server.server_env)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if config.backend == "vllm" and not config.streams:
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+
 def _load(config: GenerationConfig, multimodal: bool) -> Generator:
+    _process_env(config)
     if config.streams:  # vllm servers (one per GPU) or the user's openai fleet
         from pipeline.generation.server_backend import ServerGenerator
 

@@ -34,15 +34,26 @@ def resolve_device(device: str, gpus: str | None = None) -> str:
     return device
 
 
+def has_native_bf16(device: str) -> bool:
+    """The configured CUDA device computes bf16 in hardware: compute capability 8.0 or newer
+    (Ampere on). ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is emulated (T4,
+    V100: several times slower) and asks the current device, not this one."""
+    import torch
+
+    index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
+
+
 def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
     import torch
 
     if dtype == "auto":
-        # bf16 halves memory and is what LLaVA/Llama checkpoints ship in; CPU keeps fp32 for
-        # speed and exactness (tests compare backends token for token)
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        # bf16 halves memory and is what LLaVA/Llama checkpoints ship in, where the GPU has it
+        # natively; fp16 on older GPUs; CPU keeps fp32 for speed and exactness (tests compare
+        # backends token for token)
+        if not device.startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if has_native_bf16(device) else torch.float16
     return getattr(torch, dtype)
 
 
@@ -176,4 +187,4 @@ class TransformersGenerator(ChatMixin):
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
-__all__ = ["TransformersGenerator", "resolve_device", "resolve_dtype"]
+__all__ = ["TransformersGenerator", "has_native_bf16", "resolve_device", "resolve_dtype"]
