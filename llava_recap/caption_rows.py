@@ -17,6 +17,7 @@ from llava_recap.aspect import ImagePrep
 from llava_recap.cleaning import clean_caption
 from llava_recap.config import CaptionConfig
 from pipeline.generation import Generator, render_chat
+from pipeline.generation.precision import engine_label
 from pipeline.generation.recovery import FailedBatchBreaker, generate_split
 from schemas import Record, Status
 
@@ -119,10 +120,12 @@ def finish_caption(
     if not caption:
         error = f"empty caption after cleaning (raw output {raw[:200]!r})"
         return failed_caption(record, error), FAILED_EMPTY
-    captioned = record.replace(
+    # a fused caption made from an earlier visual caption no longer describes this one
+    captioned = record.without_fusion().replace(
         visual_caption=caption,
         caption_model=config.recorded_model,
         caption_prompt_id=config.prompt_id,
+        caption_engine=engine_label(config.generation),
     )
     return captioned, CAPTIONED
 

@@ -11,6 +11,7 @@ from apache_beam.ml.inference.base import RunInference
 from llava_recap.config import CaptionConfig
 from llava_recap.handler import MAX_ERROR_CHARS, CaptionModelHandler, GeneratorFactory
 from pipeline.generation import load_generator
+from pipeline.generation.precision import engine_label
 from pipeline.generation.recovery import EngineFatalError, is_fatal_dead_letter
 from schemas import Record, Status
 
@@ -18,15 +19,17 @@ from schemas import Record, Status
 class _Router:
     """0: caption this row; 1: pass it through untouched.
 
-    Rows already captioned by this model with this prompt are not captioned again (a resumed or
-    chained run must not redo paid work); ``caption_failed`` rows with their image are retried
-    when the config says so.
+    Rows already captioned by this model with this prompt on this engine (backend/dtype) are
+    not captioned again (a resumed or chained run must not redo paid work); rows captioned
+    before engines were recorded (``caption_engine`` unset) match any engine.
+    ``caption_failed`` rows with their image are retried when the config says so.
     """
 
     def __init__(self, config: CaptionConfig) -> None:
         self.model = config.recorded_model
         self.prompt_id = config.prompt_id
         self.retry_failed = config.retry_failed
+        self.generation = config.generation
 
     def __call__(self, record: Record, _n: int) -> int:
         if record.status == Status.CAPTION_FAILED.value:
@@ -37,6 +40,8 @@ class _Router:
             bool(record.visual_caption)
             and record.caption_model == self.model
             and record.caption_prompt_id == self.prompt_id
+            # resolved here, on the worker, as the loader resolves it
+            and record.caption_engine in (None, engine_label(self.generation))
         )
         return 1 if done else 0
 

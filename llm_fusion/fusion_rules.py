@@ -30,6 +30,7 @@ from llm_fusion.clip_tokens import TokenCounter, make_token_counter
 from llm_fusion.config import FusionConfig
 from llm_fusion.errors import describe_error
 from llm_fusion.prompts import FusionPrompt, get_prompt
+from pipeline.generation.precision import engine_label
 from schemas import Record, Status
 
 SOURCE_LLM = "llm"
@@ -55,6 +56,24 @@ class FusionRules:
         return cls(config, prompt, make_token_counter(config.clip_tokenizer))
 
     # -- before the LLM ------------------------------------------------------------------
+
+    @property
+    def recorded_model(self) -> str:
+        return self.config.model_name or self.config.generation.model
+
+    def already_fused(self, record: Record) -> bool:
+        """A caption was chosen before and stands: by the rules alone (no LLM asked, e.g. the
+        ethics check's keep_unfused), or by this model, prompt and engine (backend/dtype).
+        Rows from before engines were recorded (``fusion_engine`` unset) match any engine."""
+        if record.fusion_source is None:
+            return False
+        if record.fusion_model is None:
+            return True
+        return (
+            record.fusion_model == self.recorded_model
+            and record.fusion_prompt_id == self.prompt.prompt_id
+            and record.fusion_engine in (None, engine_label(self.config.generation))
+        )
 
     def plan(self, record: Record) -> Record | None:
         """The finished record when no LLM call is needed, else None (send it to the LLM).
@@ -147,7 +166,9 @@ class FusionRules:
         return record.replace(
             fusion_model=self.config.model_name or model_id or self.config.generation.model,
             fusion_prompt_id=self.prompt.prompt_id,
+            fusion_engine=engine_label(self.config.generation),
         )
+
 
 
 def _text(value: str | None) -> str | None:

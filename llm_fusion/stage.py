@@ -51,12 +51,12 @@ class _RouteForFusion(beam.DoFn):
         self.passed = beam.metrics.Metrics.counter("vecap_fusion", "passed_through")
 
     def process(self, record: Record) -> Iterator:
-        if not record.ok or record.fusion_source is not None:
+        if not record.ok or self.rules.already_fused(record):
             self.passed.inc()
             yield record
             return
         try:
-            done = self.rules.plan(record)
+            done = self.rules.plan(record.without_fusion())
         except Exception as exc:  # a bad row must not stop the job
             yield _internal_error(record, "fusion routing", exc)
             return

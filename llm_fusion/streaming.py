@@ -43,11 +43,11 @@ class FusionTask:
         self.generator.resolve_chat_template(self.choice)  # no template: fail before any row
 
     def route(self, record: Record) -> Record | None:
-        if not record.ok or record.fusion_source is not None:
+        if not record.ok or self.rules.already_fused(record):
             self.passed.inc()
             return record
         try:
-            done = self.rules.plan(record)
+            done = self.rules.plan(record.without_fusion())
         except Exception as exc:  # a bad row must not stop the job
             return internal_error_record(
                 record, "fusion routing", exc, fusion_reason=REASON_INTERNAL_ERROR

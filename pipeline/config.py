@@ -70,6 +70,9 @@ class RunConfig:
     # is fresh), because that run is known to be dead; and how often this run renews its own
     takeover: bool = False
     heartbeat_s: float = 30.0
+    # the workers' GPU for the memory plan (pipeline.gpu_plan), e.g. l4, a100-80gb, h100-80gb;
+    # None: Dataflow's worker_accelerator option, or this machine's GPU on the local runner
+    gpu_type: str | None = None
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -84,6 +87,13 @@ class RunConfig:
             raise ConfigError("retry applies to rows of an earlier output: use it with --from")
         if not self.output:
             raise ConfigError("output is required (a directory or fsspec URL)")
+        if self.gpu_type is not None:
+            from pipeline.generation.gpu_types import UnknownGpuType, gpu_spec
+
+            try:
+                gpu_spec(self.gpu_type)
+            except UnknownGpuType as e:
+                raise ConfigError(str(e)) from e
         if not self.heartbeat_s > 0:
             raise ConfigError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
         if self.local_wave_shards < 1:
@@ -291,6 +301,7 @@ _TOP_KEYS = (
     "local_wave_shards",
     "takeover",
     "heartbeat_s",
+    "gpu_type",
 )
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
@@ -306,6 +317,7 @@ def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
         local_wave_shards=int(data.get("local_wave_shards", 2)),
         takeover=bool(data.get("takeover", False)),
         heartbeat_s=float(data.get("heartbeat_s", 30.0)),
+        gpu_type=data.get("gpu_type"),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)
@@ -440,6 +452,10 @@ def plan_gpu_memory(caption: Any, ethics: Any, fusion: Any) -> tuple[Any, Any, A
                 f"gpu_memory_utilization ({values}); give them one value"
             )
     auto = [engine for engine, values in given.items() if not values]
+    if _on_separate_gpus([dict(stages)[names[0]].generation for names in engines.values()]):
+        # each engine alone on GPUs of its own (--set caption.generation.gpus=0 ...): no split
+        shares = {e: (given[e][0] if given[e] else DEFAULT_GPU_MEMORY_UTILIZATION) for e in engines}
+        return tuple(_with_shares(cfg, caption, shares) for cfg in (caption, ethics, fusion))
     explicit_sum = sum(values[0] for values in given.values() if values)
     share = round((DEFAULT_GPU_MEMORY_UTILIZATION - explicit_sum) / len(auto), 3) if auto else 0
     if auto and share < 0.05:
@@ -459,19 +475,32 @@ def plan_gpu_memory(caption: Any, ethics: Any, fusion: Any) -> tuple[Any, Any, A
             "on one GPU pool, then --from OUTPUT --stages fuse on another"
         )
 
-    def with_share(cfg: Any) -> Any:
-        if cfg is None or getattr(cfg, "generation", None) is None:
-            return cfg
-        gen = cfg.generation
-        if gen.backend != "vllm":
-            return cfg
-        key = dataclasses.replace(gen, gpu_memory_utilization=None).engine_key()
-        engine = (key, cfg is caption)
-        return dataclasses.replace(
-            cfg, generation=dataclasses.replace(gen, gpu_memory_utilization=shares[engine])
-        )
+    return tuple(_with_shares(cfg, caption, shares) for cfg in (caption, ethics, fusion))
 
-    return with_share(caption), with_share(ethics), with_share(fusion)
+
+def _with_shares(cfg: Any, caption: Any, shares: dict[tuple, float]) -> Any:
+    if cfg is None or getattr(cfg, "generation", None) is None:
+        return cfg
+    gen = cfg.generation
+    if gen.backend != "vllm":
+        return cfg
+    key = dataclasses.replace(gen, gpu_memory_utilization=None).engine_key()
+    return dataclasses.replace(
+        cfg, generation=dataclasses.replace(gen, gpu_memory_utilization=shares[(key, cfg is caption)])
+    )
+
+
+def _on_separate_gpus(generations: list[Any]) -> bool:
+    """Every engine names its GPUs (``gpus``) and no two name the same one."""
+    from pipeline.generation.devices import parse_gpus
+
+    if len(generations) < 2:
+        return False
+    picked = [parse_gpus(g.gpus) for g in generations]
+    if any(p is None for p in picked):
+        return False
+    flat = [i for p in picked for i in p]
+    return len(flat) == len(set(flat))
 
 
 def config_to_dict(config: PipelineConfig) -> dict[str, Any]:

@@ -83,6 +83,9 @@ def prompt_record(config: Any) -> dict[str, Any]:
         out["caption"] = {
             "model": c.model_name or c.generation.model,
             "backend": c.generation.backend,
+            # resolved at launch from the job's GPU; "auto": each worker resolved its own (the
+            # rows' caption_engine says which)
+            "dtype": c.generation.dtype,
             "prompt_id": c.prompt_id,
             "prompt_text": text,
             "system": c.system,
@@ -97,6 +100,7 @@ def prompt_record(config: Any) -> dict[str, Any]:
         out["fusion"] = {
             "model": f.generation.model,
             "backend": f.generation.backend,
+            "dtype": f.generation.dtype,
             "prompt_id": prompt.prompt_id,
             "prompt_text": prompt.template,
             "fallback": f.fallback,

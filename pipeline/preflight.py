@@ -83,9 +83,13 @@ _MODEL_STAGES = (
 )
 
 
-def check_models(config: Any, skip_stages: Container[str] = ()) -> None:
+def check_models(config: Any, skip_stages: Container[str] = (), local: bool = True) -> None:
     """Every model a stage of this run loads exists locally or is a plausible (cached, when
-    offline) hub id. ``skip_stages``: stages whose transform is replaced (tests, benchmarks)."""
+    offline) hub id; a URL's config.json is readable. ``skip_stages``: stages whose transform
+    is replaced (tests, benchmarks). On a remote runner (``local`` False) an absolute path is
+    the workers' (baked into their image, a mount): one this machine lacks is left to them."""
+    import logging
+
     checked: set[str] = set()
     for attr, stage, flag in _MODEL_STAGES:
         section = getattr(config, attr, None)
@@ -94,8 +98,14 @@ def check_models(config: Any, skip_stages: Container[str] = ()) -> None:
             continue
         if generation.model in checked:
             continue
-        check_model_available(generation.model, flag)
         checked.add(generation.model)
+        if not local and generation.model.startswith("/") and not os.path.exists(generation.model):
+            logging.getLogger(__name__).warning(
+                "%s %s is not on this machine: the workers must have it (image or mount); "
+                "they check it when they load it", flag, generation.model
+            )
+            continue
+        check_model_available(generation.model, flag)
 
 
 def check_gpus(config: Any, skip_stages: Container[str] = ()) -> None:
@@ -118,11 +128,12 @@ def check_gpus(config: Any, skip_stages: Container[str] = ()) -> None:
 
 def preflight(config: Any, skip_stages: Container[str] = ()) -> None:
     """All checks before planning: the output, the models, the GPUs of a local job."""
-    check_output(config.run.output)
-    check_models(config, skip_stages)
     from pipeline.runner_options import is_local, pipeline_options
 
-    if is_local(pipeline_options(config.run.beam_args)):
+    local = is_local(pipeline_options(config.run.beam_args))
+    check_output(config.run.output)
+    check_models(config, skip_stages, local=local)
+    if local:
         check_gpus(config, skip_stages)
 
 

@@ -369,11 +369,14 @@ def run_pipeline(
     :class:`~pipeline.errors.UsageError` (one line: what is wrong, what to do) before anything in
     the output changes. After it the job runs, and its errors propagate as they are.
     """
+    from pipeline.gpu_plan import plan_job_gpus
     from pipeline.preflight import preflight
 
     stream = stream or sys.stderr
     output = config.run.output
     preflight(config, skip_stages=set(stage_overrides or ()))
+    # dtype and max_model_len made concrete, and a plan that cannot fit the GPU refused
+    config, gpu_plan = plan_job_gpus(config)
     models = prompt_record(config)
     # one job per output: refuse before touching anything if another run is live here
     check_output_free(output, read_manifest(output), takeover=config.run.takeover, stream=stream)
@@ -391,10 +394,14 @@ def run_pipeline(
         source=config.run.source,
         plan=plan.summary(),
     )
+    manifest["gpu_plan"] = gpu_plan.summary()
     keeper = _claim_output(config, manifest, stream)
     try:
         if on_start is not None:
             on_start(plan)
+        if gpu_plan.gpu is not None and gpu_plan.engines:
+            for line in gpu_plan.lines():
+                print(f"vecap run: {line.strip()}", file=stream)
         return _run_claimed(config, plan, keeper, stream, stage_overrides)
     except BaseException:
         if keeper.manifest.get("status") == "running":  # failed before the pipeline ran

@@ -16,7 +16,7 @@ import pyarrow as pa
 from schemas.status import Status
 
 # Bump when a field is added, removed or changes meaning; written into parquet metadata.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: caption_engine, fusion_engine
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
     str: pa.string(),
@@ -58,6 +58,7 @@ class Record:
     visual_caption: str | None = None
     caption_model: str | None = None
     caption_prompt_id: str | None = None
+    caption_engine: str | None = None  # backend/dtype that wrote it, e.g. vllm/bfloat16
     # ethics check
     ethics_flagged: bool | None = None
     ethics_reason: str | None = None
@@ -65,6 +66,7 @@ class Record:
     fused_caption: str | None = None
     fusion_model: str | None = None
     fusion_prompt_id: str | None = None
+    fusion_engine: str | None = None  # backend/dtype, when the LLM was asked
     fusion_source: str | None = None  # llm | visual | alt
     fusion_reason: str | None = None  # why the caption did not come from the LLM
 
@@ -75,6 +77,21 @@ class Record:
     def fail(self, status: Status | str, error: str) -> Record:
         """A copy of this record marked failed; image bytes are dropped, identity kept."""
         return dataclasses.replace(self, status=str(status), error=error, jpg=None)
+
+    def without_fusion(self) -> Record:
+        """This record with no fused caption: what fusion starts from, and what a new visual
+        caption leaves (a fused caption made from the old one would silently disagree)."""
+        if self.fusion_source is None and self.fused_caption is None:
+            return self
+        return dataclasses.replace(
+            self,
+            fused_caption=None,
+            fusion_model=None,
+            fusion_prompt_id=None,
+            fusion_engine=None,
+            fusion_source=None,
+            fusion_reason=None,
+        )
 
     def replace(self, **changes: Any) -> Record:
         return dataclasses.replace(self, **changes)

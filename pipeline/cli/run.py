@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.generation.gpu_types import GPU_TYPES
+
 # flag dest -> dotted config paths it sets (several for flags shared by the model stages)
 _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "output": ("output",),
@@ -52,6 +54,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "base_url": ("caption.generation.base_url", "fusion.generation.base_url"),
     "api_key_env": ("caption.generation.api_key_env", "fusion.generation.api_key_env"),
     "keep_images": ("writer.keep_images",),
+    "gpu_type": ("gpu_type",),
 }
 
 
@@ -70,6 +73,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(run)
     run.set_defaults(func=_run, accepts_beam_args=True)
+
+    plan = subparsers.add_parser(
+        "plan-gpu",
+        help="print the GPU memory plan `vecap run` with the same flags would use, run nothing",
+        description=(
+            "Per engine: weights, headroom, KV cache and rows at once on the job's GPU "
+            "(--gpu-type, Dataflow's worker_accelerator option, or this machine's). Exit 2 when "
+            "`vecap run` would refuse the plan."
+        ),
+        allow_abbrev=False,
+    )
+    add_run_arguments(plan)
+    plan.set_defaults(func=_plan_gpu, accepts_beam_args=True)
 
     demo = subparsers.add_parser(
         "demo",
@@ -245,6 +261,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="openai: environment variable holding the API key (default OPENAI_API_KEY)",
     )
+    md.add_argument(
+        "--gpu-type",
+        default=None,
+        help="the workers' GPU for the memory plan: " + ", ".join(GPU_TYPES)
+        + " (default: Dataflow's worker_accelerator option, or this machine's GPU when local)",
+    )
     md.add_argument("--device", default=None, help="auto|cpu|cuda|cuda:N (transformers backend)")
     md.add_argument("--dtype", default=None, help="auto|float32|float16|bfloat16")
     md.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap")
@@ -317,6 +339,21 @@ def _check_beam_args(beam_args: list[str]) -> None:
         raise ConfigError(
             f"unknown option(s) {unknown}: neither vecap run nor a Beam pipeline option"
         )
+
+
+def _plan_gpu(args: argparse.Namespace) -> int:
+    from pipeline.config import build_pipeline_config
+    from pipeline.gpu_plan import plan_job_gpus
+
+    data = config_dict_from_args(args, list(getattr(args, "extra_args", []) or []))
+    data.setdefault("output", "-")  # the plan does not depend on where the output goes
+    _check_beam_args(list(data.get("beam_args") or []))
+    _config, plan = plan_job_gpus(build_pipeline_config(data), refuse=False)
+    for line in plan.lines():
+        print(line)
+    if not plan.engines:
+        print("  no model stage runs on a GPU of vecap's (download only, or an openai fleet)")
+    return 0 if plan.fits else 2
 
 
 def _run(args: argparse.Namespace) -> int:

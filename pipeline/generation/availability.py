@@ -72,8 +72,28 @@ def _config_problem(model: str, path: str) -> str | None:
     return None
 
 
+def _remote_problem(model: str) -> str | None:
+    """A checkpoint on an object store: its config.json must be readable from here (workers
+    copy the whole directory once per machine: pipeline.generation.model_cache)."""
+    import fsspec
+
+    url = model.rstrip("/") + "/config.json"
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        found = fs.exists(path)
+    except Exception as e:  # no such protocol, its package missing, no credentials
+        return f"model {model!r} cannot be reached: {' '.join(f'{type(e).__name__}: {e}'.split())[:300]}"
+    if not found:
+        return f"model {model!r} holds no config.json; point at the checkpoint's directory"
+    return None
+
+
 def model_problem(model: str) -> str | None:
     """Why ``model`` cannot be loaded, as one line; None when it looks loadable."""
+    from pipeline.generation.model_cache import is_remote
+
+    if is_remote(model):
+        return _remote_problem(model)
     local = os.path.expanduser(model)
     if os.path.isdir(local):
         config = os.path.join(local, "config.json")

@@ -33,7 +33,9 @@ class GenerationConfig:
     model: str  # hub id (llava-hf/llava-1.5-7b-hf) or a local directory
     backend: str = "transformers"
     device: str = "auto"  # auto | cpu | cuda | cuda:N (transformers backend)
-    dtype: str = "auto"  # auto: bfloat16 on CUDA when supported, else float32
+    # auto: bfloat16 on GPUs with native bf16, float16 on older ones, float32 on the CPU
+    # (pipeline.generation.precision), resolved at launch or on the worker
+    dtype: str = "auto"
     max_new_tokens: int = 77
     # stop tokens are ignored until this many new tokens (benchmarks force a fixed length: a
     # random-weight model must not stop early); 0: stop whenever the model ends
@@ -62,6 +64,9 @@ class GenerationConfig:
     enforce_eager: bool = False
     load_format: str = "auto"  # vLLM's; "dummy": random weights from config.json (benchmarks)
     max_num_seqs: int | None = None  # vLLM's scheduler cap per step (None: vLLM's default)
+    # the memory plan refuses an engine whose KV cache holds fewer of the stage's rows at once
+    # (pipeline.generation.memory_plan); 0: only vLLM's own minimum (one max_model_len)
+    min_concurrent_sequences: int = 8
     # vllm: "server" (default) runs one OpenAI-compatible server per GPU slot on this machine,
     # shared by every process, fed continuously; "offline" an in-process vllm.LLM per process
     # whose calls are serialised (for a single process without a server)
@@ -113,6 +118,8 @@ class GenerationConfig:
             raise ValueError(f"vllm_engine must be one of {VLLM_ENGINES}, got {self.vllm_engine!r}")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if self.min_concurrent_sequences < 0:
+            raise ValueError("min_concurrent_sequences must be >= 0")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise ValueError("max_num_seqs must be >= 1 when set")
         if self.max_engine_restarts < 0:

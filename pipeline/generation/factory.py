@@ -19,6 +19,8 @@ import threading
 from typing import Any
 
 from pipeline.generation.config import GenerationConfig, Generator
+from pipeline.generation.model_cache import with_local_model
+from pipeline.generation.precision import with_resolved_dtype
 
 _ENGINES: dict[tuple, Any] = {}
 _LOADING = threading.Lock()
@@ -52,7 +54,11 @@ def _load(config: GenerationConfig, multimodal: bool) -> Generator:
 
 def load_generator(config: GenerationConfig, multimodal: bool) -> Generator:
     """The model named by ``config`` on its backend (``multimodal`` for image-text models),
-    loaded once per process and load settings; see the module doc."""
+    loaded once per process and load settings; see the module doc. ``dtype: auto`` is made
+    concrete first, as the rows' engine label says (:mod:`pipeline.generation.precision`), and
+    a checkpoint on an object store is copied to this machine once
+    (:mod:`pipeline.generation.model_cache`)."""
+    config = with_local_model(with_resolved_dtype(config))
     key = (config.engine_key(), multimodal)
     with _LOADING:  # two stages' workers loading at once must not load twice
         engine = _ENGINES.get(key)

@@ -47,8 +47,13 @@ _FLEETS: dict[tuple, Fleet] = {}
 
 
 def fleet_for(config: GenerationConfig, multimodal: bool) -> Fleet:
-    """This process's handle on a model's machine-wide fleet (one object per load key)."""
+    """This process's handle on a model's machine-wide fleet (one object per load key), its
+    dtype resolved as the loader resolves it (a launcher and its workers find one fleet)."""
     from pipeline.generation.fleet import engine_dir
+    from pipeline.generation.model_cache import with_local_model
+    from pipeline.generation.precision import with_resolved_dtype
+
+    config = with_local_model(with_resolved_dtype(config))
 
     key = (config.engine_key(), multimodal, engine_dir())
     if key not in _FLEETS:

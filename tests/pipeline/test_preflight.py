@@ -97,3 +97,25 @@ def test_output_checks(tmp_path):
         check_output(str(tmp_path / "f" / "out"))
     with pytest.raises(OutputError, match="nosuchproto"):
         check_output("nosuchproto://bucket/out")
+
+
+def test_on_a_remote_runner_an_absolute_path_is_the_workers(tmp_path, caplog):
+    """A model baked into the worker image (/models/...) need not exist on the launcher; a
+    relative path or a hub id is still checked."""
+    from pipeline.config import build_pipeline_config
+
+    data = {
+        "input": str(tmp_path / "in.csv"),
+        "output": str(tmp_path / "out"),
+        "stages": ["download", "caption"],
+        "caption": {"generation": {"model": "/models/llava-1.5-7b-hf"}},
+    }
+    config = build_pipeline_config(data)
+    with pytest.raises(ModelNotAvailableError):
+        check_models(config, local=True)
+    with caplog.at_level("WARNING"):
+        check_models(config, local=False)
+    assert "the workers must have it" in caplog.text
+    relative = build_pipeline_config({**data, "caption": {"generation": {"model": "./llava"}}})
+    with pytest.raises(ModelNotAvailableError):
+        check_models(relative, local=False)
