@@ -19,7 +19,7 @@ beside the raw engine on the same requests.
   40 over the timed rounds (a caption's realistic 25-40 tokens; 4 rounds: mean 32.5), the same
   sequence for vecap and the raw engine; ``mean_new_tokens`` is the mean over the timed calls.
   Prefill share: one vecap call with 1 new token over the mean timed call. Peak GPU memory per
-  batch size;
+  batch size, beside what vecap's memory plan predicts for it (``planned_mb``);
 - vLLM where it is importable (not on the benchmark's GPU machines): vecap's path through
   ``pipeline.generation.load_generator`` (one config per length, equal load settings) and
   ``caption_records`` with every length's rows in flight at once, beside ``vllm.LLM`` with every
@@ -259,6 +259,20 @@ def _timed(fn, lengths: list[int]) -> float:
     return time.perf_counter() - start
 
 
+def planned_mb(arch: dict, batch: int, dtype: str, multimodal: bool) -> float:
+    """What vecap's memory plan predicts ``torch.cuda.max_memory_allocated`` to be for one
+    batch (weights + the batch's KV cache and activations; pipeline.generation.memory_plan),
+    printed beside the measured peak."""
+    from pipeline.generation.config import GenerationConfig
+    from pipeline.generation.memory_plan import transformers_batch_bytes
+    from pipeline.generation.model_footprint import footprint
+
+    fp = footprint("bench", arch)
+    gen = GenerationConfig(model="bench", batch_size=batch, max_new_tokens=max(LENGTHS))
+    total = fp.weight_bytes(dtype) + transformers_batch_bytes(fp, gen, dtype, multimodal)
+    return round(total / 2**20, 1)
+
+
 def _sweep(what: str, run_batch, batches, clock: Clock, share: float) -> list[dict]:
     """``run_batch(batch)`` per batch size while the next (about twice the last) should fit."""
     rows: list[dict] = []
@@ -407,6 +421,8 @@ def transformers_half(args, text_tok, processor, clock: Clock) -> tuple[list[dic
     cfg = _gen_config("llava-1.5-7b-random", args.device, args.dtype, top)
     generator = TransformersGenerator.from_model(llava, processor, cfg, multimodal=True)
     caption = caption_sweep(generator, args.batches, args.rounds, args.image_size, clock)
+    for row in caption:
+        row["planned_mb"] = planned_mb(args.caption_arch, row["batch"], args.dtype, True)
     del generator, llava
     _reset_peak()
     fusion: list[dict] = []
@@ -417,6 +433,8 @@ def transformers_half(args, text_tok, processor, clock: Clock) -> tuple[list[dic
         cfg = _gen_config("vicuna-7b-random", args.device, args.dtype, top)
         generator = TransformersGenerator.from_model(llama, text_tok, cfg, multimodal=False)
         fusion = fusion_sweep(generator, args.batches, args.rounds, clock)
+        for row in fusion:
+            row["planned_mb"] = planned_mb(args.text_arch, row["batch"], args.dtype, False)
         del generator, llama
         _reset_peak()
     return caption, fusion

@@ -17,6 +17,7 @@ Before the job is planned (and paid for) :func:`plan_job_gpus`
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -24,6 +25,8 @@ from pipeline.generation.gpu_types import UnknownGpuType, job_gpu
 from pipeline.generation.memory_plan import GpuPlan, default_max_model_len, plan_engines
 from pipeline.generation.model_footprint import footprint, model_config
 from pipeline.generation.precision import dtype_for
+
+log = logging.getLogger(__name__)
 
 _SECTIONS = (("caption", "caption", True), ("ethics", "ethics", False), ("fusion", "fuse", False))
 
@@ -45,6 +48,28 @@ def _resolve(
                 fp, gen, multimodal, text.get("max_position_embeddings")
             )
     return dataclasses.replace(gen, **changes) if changes else gen
+
+
+def _check_dataflow_containers(config: Any, gpu: Any, generations: list[Any]) -> None:
+    """Dataflow starts one SDK container per vCPU unless told otherwise; on a GPU worker each
+    would start its own engines on the same GPU (containers share no /tmp, so no registry) and
+    copy its own weights: refused, naming the flag."""
+    from pipeline.runner_options import pipeline_options, runner_name
+
+    if runner_name(pipeline_options(config.run.beam_args)).lower() not in (
+        "dataflowrunner",
+        "dataflow",
+    ):
+        return
+    if gpu is None or not any(g.backend in ("vllm", "transformers") for g in generations):
+        return
+    if "no_use_multiple_sdk_containers" in " ".join(config.run.beam_args):
+        return
+    raise ConfigError(
+        "on Dataflow GPU workers pass --experiments=no_use_multiple_sdk_containers: otherwise "
+        "each of a VM's SDK containers (one per vCPU) starts its own engines on the same GPU "
+        "and copies its own weights"
+    )
 
 
 def plan_job_gpus(config: Any, *, refuse: bool = True) -> tuple[Any, GpuPlan]:
@@ -74,6 +99,10 @@ def plan_job_gpus(config: Any, *, refuse: bool = True) -> tuple[Any, GpuPlan]:
             engines[key][0].append(stage)
         else:
             engines[key] = ([stage], gen, multimodal)
+    for stages, gen, _multimodal in engines.values():
+        for warning in gen.ignored_settings():
+            log.warning("%s: %s", "/".join(stages), warning)
+    _check_dataflow_containers(config, gpu, [gen for _s, gen, _m in engines.values()])
     plan = plan_engines(list(engines.values()), gpu, source, cache)
     if refuse and not plan.fits:
         raise ConfigError(f"GPU plan refused: {plan.refusal()} (vecap plan-gpu prints the plan)")

@@ -149,6 +149,23 @@ class GenerationConfig:
         elif self.base_url is not None:
             raise ValueError("base_url is for the openai backend only")
 
+    def ignored_settings(self) -> list[str]:
+        """Settings given that this backend does not use (the launcher logs a warning each)."""
+        if self.backend != "transformers":
+            return []
+        vllm_only = {
+            "gpu_memory_utilization": self.gpu_memory_utilization is not None,
+            "max_model_len": self.max_model_len is not None,
+            "max_num_seqs": self.max_num_seqs is not None,
+            "enforce_eager": self.enforce_eager,
+            "load_format": self.load_format != "auto",
+        }
+        return [
+            f"{name} is vLLM's; the transformers backend ignores it"
+            for name, given in vllm_only.items()
+            if given
+        ]
+
     @property
     def streams(self) -> bool:
         """Rows go to a server one by one, many in flight (pipeline.inflight), rather than in

@@ -280,10 +280,18 @@ def plan_engines(
     return plan
 
 
-def _size_transformers(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, dtype: str) -> None:
-    tokens = gen.batch_size * e.typical_tokens
+def transformers_batch_bytes(
+    fp: ModelFootprint, gen: GenerationConfig, dtype: str, multimodal: bool
+) -> int:
+    """One ``generate`` call's KV cache and activations beyond the weights (what
+    ``torch.cuda.max_memory_allocated`` adds to them; bench/gpu.py prints both)."""
+    tokens = gen.batch_size * typical_tokens(fp, gen, multimodal)
     kv = tokens * fp.kv_bytes_per_token(dtype)
-    e.headroom_gib = (kv + _activation_bytes(fp, dtype, tokens, gen.batch_size)) / GIB
+    return kv + _activation_bytes(fp, dtype, tokens, gen.batch_size)
+
+
+def _size_transformers(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, dtype: str) -> None:
+    e.headroom_gib = transformers_batch_bytes(fp, gen, dtype, e.multimodal) / GIB
 
 
 def _size_vllm(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, gpu: GpuSpec | None) -> None:
@@ -330,5 +338,6 @@ __all__ = [
     "GpuPlan",
     "default_max_model_len",
     "plan_engines",
+    "transformers_batch_bytes",
     "typical_tokens",
 ]

@@ -52,6 +52,15 @@ def test_demo_end_to_end_on_the_local_runner(tiny_models, tmp_path, capsys):
     assert len(ok) >= 32  # the bundled photos; the sample also holds a few deliberate failures
     assert all(r["visual_caption"] and r["fused_caption"] and r["fusion_source"] for r in ok)
     assert {r["caption_model"] for r in ok} == {str(tiny_models.llava)}
+    # the engine that wrote each caption, resolved as the manifest says (CPU: fp32)
+    from pipeline.manifest import read_manifest
+
+    models = read_manifest(str(out))["models"]
+    assert models["caption"]["dtype"] == models["fusion"]["dtype"] == "float32"
+    assert {r["caption_engine"] for r in ok} == {"transformers/float32"}
+    assert {r["fusion_engine"] for r in ok if r["fusion_source"] == "llm"} == {
+        "transformers/float32"
+    }
     release = sorted((out / "release").glob("vecap_demo-*-of-04.json"))
     assert len(release) == 4 and validate_json([str(p) for p in release]).ok
     assert "release JSON:" in printed and "fusion_source" in printed

@@ -133,20 +133,16 @@ def test_a100_40gb_with_both_models_starves_the_captioner(seven_b):
     assert 4 <= caption.sequences < 8  # the issue's "about 7 concurrent captions"
     assert not plan.fits and "rows at once" in plan.refusal()
     # the user may accept it
-    data = {"caption": {"generation": {"min_concurrent_sequences": 4}}}
-    config = _config(*seven_b, gpu_type="a100-40gb")
-    import dataclasses
-
-    config = dataclasses.replace(
-        config,
-        caption=dataclasses.replace(
-            config.caption,
-            generation=dataclasses.replace(
-                config.caption.generation, **data["caption"]["generation"]
-            ),
-        ),
-    )
-    assert plan_job_gpus(config, refuse=False)[1].fits
+    data = {
+        "input": "in.csv",
+        "output": "out",
+        "caption": {"generation": {"model": seven_b[0], "backend": "vllm",
+                                   "min_concurrent_sequences": 4}},
+        "fusion": {"generation": {"model": seven_b[1], "backend": "vllm"}},
+        "gpu_type": "a100-40gb",
+    }  # fmt: skip
+    accepted = build_pipeline_config(data)
+    assert plan_job_gpus(accepted, refuse=False)[1].fits
 
 
 def test_the_two_job_recipe_fits_an_l4(seven_b):
@@ -213,8 +209,24 @@ def test_dataflow_accelerator_option_names_the_gpu(seven_b):
         "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
     ]
     assert accelerator_from_beam_args(args) == ("nvidia-l4", 1)
-    with pytest.raises(ConfigError, match="l4"):
+    # one SDK container per vCPU would start engines of its own on the same GPU
+    with pytest.raises(ConfigError, match="no_use_multiple_sdk_containers"):
         plan_job_gpus(_config(*seven_b, beam_args=args))
+    args.append("--experiments=no_use_multiple_sdk_containers")
+    with pytest.raises(ConfigError, match="0.45 of l4's 22.5 GiB"):
+        plan_job_gpus(_config(*seven_b, beam_args=args))
+
+
+def test_vllm_settings_on_transformers_are_warned_about(seven_b, caplog):
+    data = {
+        "input": "in.csv",
+        "output": "out",
+        "stages": ["download", "caption"],
+        "caption": {"generation": {"model": seven_b[0], "max_model_len": 2048}},
+    }
+    with caplog.at_level("WARNING"):
+        plan_job_gpus(build_pipeline_config(data))
+    assert "max_model_len is vLLM's; the transformers backend ignores it" in caplog.text
 
 
 def test_unknown_gpu_is_not_refused_and_the_plan_says_how_to_name_it(seven_b):
