@@ -30,6 +30,7 @@ RUN pip install torch==2.13.0 vllm==0.32.0
 # ran. apache-beam==2.77.0 is already in the base image.
 WORKDIR /opt/vecap
 COPY pyproject.toml README.md ./
+COPY vecap ./vecap
 COPY schemas ./schemas
 COPY pipeline ./pipeline
 COPY llava_recap ./llava_recap

@@ -32,6 +32,7 @@ from typing import Any
 
 from pipeline.download.stage import DownloadConfig
 from pipeline.errors import ConfigError
+from pipeline.io.reader_config import DEFAULT_SHARD_SIZE
 from pipeline.io.readers import ReaderConfig
 from pipeline.io.writer import WriterConfig
 
@@ -42,9 +43,6 @@ STAGE_NEEDS: dict[str, str] = {"caption": "download", "ethics": "caption", "fuse
 
 DEFAULT_CAPTION_MODEL = "llava-hf/llava-1.5-7b-hf"
 DEFAULT_FUSION_MODEL = "lmsys/vicuna-7b-v1.5"
-# A shard is the unit of work, commit and resume; its rows (with ~30 KB images each) sit in one
-# worker's memory until it is written, so keep it modest: 1,000 rows is ~30 MB of images.
-DEFAULT_SHARD_SIZE = 1_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +71,10 @@ class RunConfig:
     # the workers' GPU for the memory plan (pipeline.gpu_plan), e.g. l4, a100-80gb, h100-80gb;
     # None: Dataflow's worker_accelerator option, or this machine's GPU on the local runner
     gpu_type: str | None = None
+    # a pilot (pipeline.pilot): only the first N shards of the full plan, or N spread evenly
+    # over it; the fingerprint stays the full job's, so a run without them continues the job
+    max_shards: int | None = None
+    sample_shards: int | None = None
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -98,6 +100,12 @@ class RunConfig:
             raise ConfigError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
         if self.local_wave_shards < 1:
             raise ConfigError(f"local_wave_shards must be >= 1, got {self.local_wave_shards}")
+        if self.max_shards is not None and self.sample_shards is not None:
+            raise ConfigError("give --max-shards or --sample-shards, not both")
+        for name in ("max_shards", "sample_shards"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         stages = tuple(self.stages)
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
@@ -302,6 +310,8 @@ _TOP_KEYS = (
     "takeover",
     "heartbeat_s",
     "gpu_type",
+    "max_shards",
+    "sample_shards",
 )
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
@@ -318,6 +328,8 @@ def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
         takeover=bool(data.get("takeover", False)),
         heartbeat_s=float(data.get("heartbeat_s", 30.0)),
         gpu_type=data.get("gpu_type"),
+        max_shards=None if data.get("max_shards") is None else int(data["max_shards"]),
+        sample_shards=None if data.get("sample_shards") is None else int(data["sample_shards"]),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cli.common import add_output_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "split = a stable 64-bit hash of the URL modulo NN; a duplicate URL is kept once (first in uid order)."
         ),
     )
-    p.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")
+    add_output_argument(p)
     p.add_argument("--splits", type=int, default=10, help="number of files (default 10)")
     p.add_argument("--name", default="wit_300m", help="file name stem (default wit_300m)")
     p.add_argument(
@@ -55,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stats",
         help="totals per status, rows/s per stage, caption lengths, fusion_source shares",
     )
-    s.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")
+    add_output_argument(s)
     s.add_argument(
         "--json", action=argparse.BooleanOptionalAction, default=False, help="print JSON"
     )
@@ -77,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "shards already committed are removed: the others may be in flight."
         ),
     )
-    g.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")
+    add_output_argument(g)
     g.add_argument(
         "--dry-run",
         action=argparse.BooleanOptionalAction,

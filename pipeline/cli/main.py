@@ -29,11 +29,18 @@ _VERBOSE_HELP = "show library warnings vecap hides (-vv: also INFO messages)"
 
 
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from pipeline.cli.common import OneLineParser, VersionAction
+
+    parser = OneLineParser(
         prog="vecap",
         description="Recaption image/alt-text data with LLaVA visual captions fused into VeCs.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="vecap's version and those of Beam, torch, transformers and vLLM where installed",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in modules:
@@ -88,6 +95,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for failure logs
     configure_logging(args.verbose)
     try:
+        if getattr(args, "resolve_output", False):
+            from pipeline.cli.common import resolve_output
+
+            args.output = resolve_output(args)
         code = args.func(args)
     except UsageError as e:  # found before any work started: one line, what is wrong and what to do
         print(f"vecap {args.command}: {' '.join(str(e).split())}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cli.common import add_dest_argument, add_output_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -14,12 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images beside their AltText, visual caption and fused caption; failures by status; "
         "figures; the run's manifest. Reads only finished shards, so it works during a run.",
     )
-    p.add_argument("output", metavar="OUT", help="the vecap output folder (path or fsspec URL)")
-    p.add_argument(
-        "--out",
-        dest="report_path",
-        default=None,
-        help="where to write the page (default: OUT/report.html)",
+    add_output_argument(p)
+    add_dest_argument(
+        p, "where to write the page (default: OUT/report.html)", dest="report_path", old="--out"
     )
     p.add_argument("--sample", type=int, default=48, help="rows in the random gallery (default 48)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")

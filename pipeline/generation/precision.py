@@ -58,7 +58,7 @@ def _gpu_capabilities() -> list[tuple[int, int]]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _worker_dtype(backend: str, device: str) -> str:
     if device == "cpu":
         return "float32"

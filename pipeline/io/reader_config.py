@@ -9,6 +9,9 @@ from pipeline.io.input_files import INPUT_FORMATS
 
 # make_uid gives the row index 7 digits
 MAX_SHARD_SIZE = 9_999_999
+# A shard is the unit of work, commit and resume; its rows (with ~30 KB images each) sit in one
+# worker's memory until it is written, so keep it modest: 1,000 rows is ~30 MB of images.
+DEFAULT_SHARD_SIZE = 1_000
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,10 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
         "--column-names", default="", metavar="COL,COL",
         help="csv/tsv without a header line: its column names in order (e.g. caption,url)",
     )  # fmt: skip
-    group.add_argument("--shard-size", type=int, default=10_000, help="rows per input shard")
+    group.add_argument(
+        "--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+        help=f"rows per input shard (default {DEFAULT_SHARD_SIZE}, as vecap run)",
+    )  # fmt: skip
     group.add_argument(
         "--verify-images", action=argparse.BooleanOptionalAction, default=False,
         help="img2dataset inputs: fully decode every image while reading",
