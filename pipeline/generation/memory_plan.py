@@ -234,14 +234,15 @@ def plan_engines(
         config = (configs or {}).get(gen.model) if configs and gen.model in configs else (
             model_config(gen.model, download=gpu is not None)
         )
-        dtype = gen.dtype if gen.dtype != "auto" else dtype_for(
-            gpu.compute_capability if gpu else None
-        )
+        # auto on an unknown GPU: each worker resolves it; sized as the 2-byte dtypes of GPUs
+        dtype = gen.dtype
+        if dtype == "auto":
+            dtype = dtype_for(gpu.compute_capability) if gpu else "bfloat16"
         e = EnginePlan(
             stages=list(stages),
             model=gen.model,
             backend=gen.backend,
-            dtype=dtype,
+            dtype=dtype if gen.dtype != "auto" or gpu else "auto",
             multimodal=multimodal,
             gpus=gen.tensor_parallel_size,
             share=(gen.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION)
@@ -259,7 +260,7 @@ def plan_engines(
         e.typical_tokens = typical_tokens(fp, gen, multimodal)
         e.weights_gib = fp.weight_bytes(dtype) / GIB
         if gen.backend == "vllm":
-            _size_vllm(e, fp, gen, gpu)
+            _size_vllm(e, fp, gen, gpu, dtype)
         else:
             _size_transformers(e, fp, gen, dtype)
             in_process.append(e)
@@ -294,17 +295,19 @@ def _size_transformers(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig,
     e.headroom_gib = transformers_batch_bytes(fp, gen, dtype, e.multimodal) / GIB
 
 
-def _size_vllm(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, gpu: GpuSpec | None) -> None:
+def _size_vllm(
+    e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, gpu: GpuSpec | None, dtype: str
+) -> None:
     tp = gen.tensor_parallel_size
     seqs = gen.max_num_seqs or PROFILE_SEQS
     graphs = 0.0 if gen.enforce_eager else CUDA_GRAPHS_GIB
-    activation = _activation_bytes(fp, e.dtype, PROFILE_TOKENS, seqs) / GIB
+    activation = _activation_bytes(fp, dtype, PROFILE_TOKENS, seqs) / GIB
     e.headroom_gib = tp * (CUDA_CONTEXT_GIB + graphs) + activation
     if gpu is None:
         return
     e.budget_gib = (e.share or 0) * gpu.memory_gib * tp
     e.kv_gib = e.budget_gib - e.weights_gib - e.headroom_gib
-    e.kv_tokens = max(0, int(e.kv_gib * GIB // fp.kv_bytes_per_token(e.dtype)))
+    e.kv_tokens = max(0, int(e.kv_gib * GIB // fp.kv_bytes_per_token(dtype)))
     e.sequences = e.kv_tokens // max(1, e.typical_tokens)
     where = (
         f"{e.share:.2f} of {gpu.name}'s {gpu.memory_gib:.1f} GiB"
