@@ -16,6 +16,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.cli.run",  # vecap run, vecap demo, vecap serve-sample
     "pipeline.cli.export",  # vecap export-json, validate-json, stats, gc
+    "pipeline.cli.export_hf",  # vecap export-hf
+    "pipeline.cli.export_wds",  # vecap export-wds
     "pipeline.cli.report",  # vecap report
     "pipeline.cli.inspect_input",  # vecap inspect-input
     "pipeline.cli.engines",  # vecap engines

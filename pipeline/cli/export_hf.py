@@ -1,0 +1,72 @@
+"""`vecap export-hf OUT DEST`: a Hugging Face datasets folder (Hub-ready) from an output."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli.common import add_output_argument
+from pipeline.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export-hf",
+        help="write a Hugging Face datasets folder (parquet with an Image column + dataset card)",
+        description=(
+            "Write DEST/data/SPLIT-00000-of-000NN.parquet, one file per committed shard of OUT "
+            "(uncommitted attempt files are never read), with an `image` column datasets decodes "
+            "to PIL and a `caption` column, then DEST/README.md, a dataset card declaring the "
+            "features, models, prompts and counts. Every row is kept (failed rows: null image, "
+            "status and error say why). A rerun skips files already complete. "
+            "Load with datasets.load_dataset(DEST) or upload DEST to the Hub."
+        ),
+    )
+    add_output_argument(p)
+    p.add_argument(
+        "dest_positional", nargs="?", default=None, metavar="DEST",
+        help="the dataset folder to write (directory or fsspec URL); or --dest DEST",
+    )  # fmt: skip
+    p.add_argument("--dest", default=None, metavar="DEST", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--caption",
+        choices=("fused", "visual", "alt"),
+        default="fused",
+        help="what the `caption` column holds: fused (VeC, default), visual (VC) or alt (AltText)",
+    )
+    p.add_argument("--split", default="train", help="the split these rows form (default train)")
+    p.add_argument(
+        "--include-flagged",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="give ethics-flagged rows a caption too (default no; the rows are kept either way)",
+    )
+    p.set_defaults(func=_export_hf)
+
+
+def _dest(args: argparse.Namespace) -> str:
+    positional, flag = args.dest_positional, args.dest
+    if positional and flag and positional != flag:
+        raise UsageError(f"two destinations given ({positional!r} and --dest {flag!r}); give one")
+    if not (positional or flag):
+        raise UsageError("give the destination folder: vecap export-hf OUT DEST (or --dest DEST)")
+    return positional or flag
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    from pipeline.io.export_hf import HFExportConfig, export_hf
+
+    config = HFExportConfig(
+        source=args.output,
+        dest=_dest(args),
+        caption=args.caption,
+        split=args.split,
+        include_flagged=args.include_flagged,
+    )
+    result = export_hf(config)
+    counts = ", ".join(f"{k} {v:,}" for k, v in result.status_counts.items())
+    print(
+        f"split {result.split}: {len(result.files)} files under {config.dest}/data "
+        f"({result.written} written, {result.skipped} already complete), {result.rows:,} rows "
+        f"({counts}); card {result.card} ({result.seconds:.1f} s)"
+    )
+    return 0
