@@ -316,6 +316,17 @@ _TOP_KEYS = (
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
 
+def _count(data: Mapping[str, Any], key: str) -> int | None:
+    """A shard count given as a number or a flag's text (``--max-shards 2``); None when absent."""
+    value = data.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
+    return int(text)
+
+
 def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
     return RunConfig(
         output=data.get("output") or "",
@@ -328,8 +339,8 @@ def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
         takeover=bool(data.get("takeover", False)),
         heartbeat_s=float(data.get("heartbeat_s", 30.0)),
         gpu_type=data.get("gpu_type"),
-        max_shards=None if data.get("max_shards") is None else int(data["max_shards"]),
-        sample_shards=None if data.get("sample_shards") is None else int(data["sample_shards"]),
+        max_shards=_count(data, "max_shards"),
+        sample_shards=_count(data, "sample_shards"),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

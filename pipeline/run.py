@@ -50,6 +50,7 @@ from pipeline.manifest import (
     start_manifest,
     write_manifest,
 )
+from pipeline.pilot import describe_pilot, pilot_selection
 from pipeline.run_lease import (
     ManifestKeeper,
     OutputBusy,
@@ -81,19 +82,30 @@ class RunPlan:
     source_stages: list[str] = field(default_factory=list)
     # --from: shard id -> the parquet file the earlier output's stats file names
     source_parquets: dict[int, str] | None = None
+    # a pilot run (pipeline.pilot): {"flag", "n", "shards"}; todo holds only its unfinished shards
+    pilot: dict[str, Any] | None = None
 
     @property
     def rows_todo(self) -> int:
         return sum(self.expected_rows[s] for s in self.todo)
 
+    @property
+    def shards_deferred(self) -> int:
+        """Planned shards neither finished before nor done now: a pilot leaves them for later."""
+        return self.shards_total - len(self.skipped) - len(self.todo)
+
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "shards_planned": self.shards_total,
             "shards_todo": len(self.todo),
             "shards_skipped": len(self.skipped),
             "rows_todo": self.rows_todo,
+            "rows_planned": sum(self.expected_rows.values()),  # what `vecap estimate` projects to
             "plan_fingerprint": self.fingerprint,
         }
+        if self.pilot is not None:
+            out.update(pilot=self.pilot, shards_deferred=self.shards_deferred)
+        return out
 
 
 @dataclass
@@ -213,6 +225,12 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
         if stray:
             raise ConfigError(f"{output} has finished shards {stray[:5]} that are not in this plan")
     todo = sorted(sid for sid in shard_rows if sid not in done)
+    # a pilot picks from the full plan (the fingerprint above is the full job's): a rerun of the
+    # pilot redoes nothing, the same command without the flag continues the job
+    pilot = pilot_selection(list(shard_rows), config.run.max_shards, config.run.sample_shards)
+    if pilot is not None:
+        chosen = set(pilot["shards"])
+        todo = [sid for sid in todo if sid in chosen]
     if all_shards is not None:
         todo_set = set(todo)
         input_shards = [s for s in all_shards if s.shard_id in todo_set]
@@ -226,6 +244,7 @@ def plan_run(config: PipelineConfig, models: dict[str, Any] | None = None) -> Ru
         input_shards=input_shards,
         source_stages=source_stages,
         source_parquets=source_parquets,
+        pilot=pilot,
     )
 
 
@@ -460,6 +479,12 @@ def _run_claimed(
         f"{len(plan.todo)} to do ({plan.rows_todo} rows); stages: {', '.join(config.stages) or 'none'}",
         file=stream,
     )
+    if plan.pilot is not None:
+        print(
+            f"vecap run: {describe_pilot(plan.pilot, plan.shards_total)}; {plan.shards_deferred} "
+            f"left for later: the same command without {plan.pilot['flag']} continues the job",
+            file=stream,
+        )
     # Shards without rows never reach the writer: commit them here.
     for sid in [s for s in plan.todo if plan.expected_rows[s] == 0]:
         write_shard(config.writer, sid, [], 0)
@@ -545,10 +570,18 @@ def _run_claimed(
             "rows_written": sum(s.rows for s in written.values()),
             "seconds": round(seconds, 3),
         }
+        if plan.pilot is not None:  # what the whole job still needs after this pilot
+            summary["shards_left"] = plan.shards_total - len(plan.skipped) - len(written)
         keeper.stop()
         keeper.replace(finish_manifest(manifest, status=status, summary=summary))
     if config.run.progress:
         print(run_summary_table(written, seconds), file=stream)
+    if plan.pilot is not None:
+        print(
+            f"vecap run: pilot done: {len(plan.skipped) + len(written)} of {plan.shards_total} "
+            f"planned shards committed; `vecap estimate {output}` projects the whole job",
+            file=stream,
+        )
     return RunResult(output, plan, written, seconds, status)
 
 

@@ -22,6 +22,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's signature: never returns
         self.exit(2, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        # OUT given either way becomes args.output here, so every caller of the parser sees it
+        ns, extra = super().parse_known_args(args, namespace)
+        if getattr(ns, "resolve_output", False):
+            try:
+                ns.output = resolve_output(ns)
+            except UsageError as e:  # main reports it as the command's one line, exit 2
+                ns.output_error = str(e)
+            ns.resolve_output = False
+        return ns, extra
+
 
 def add_output_argument(parser: argparse.ArgumentParser, what: str = "a vecap output") -> None:
     """``OUT`` positionally or as ``--output OUT`` (see the module doc)."""
@@ -39,7 +50,7 @@ def resolve_output(args: argparse.Namespace) -> str:
         raise UsageError(f"two outputs given ({positional!r} and --output {flag!r}); give one")
     out = flag or positional
     if not out:
-        raise UsageError(f"give the output directory: vecap {args.command} OUT (or --output OUT)")
+        raise UsageError("give the output directory: OUT, or --output OUT")
     return out
 
 

@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.cli.export",  # vecap export-json, validate-json, stats, gc
     "pipeline.cli.export_hf",  # vecap export-hf
     "pipeline.cli.export_wds",  # vecap export-wds
+    "pipeline.cli.estimate",  # vecap estimate
+    "pipeline.cli.status",  # vecap status
     "pipeline.cli.report",  # vecap report
     "pipeline.cli.inspect_input",  # vecap inspect-input
     "pipeline.cli.engines",  # vecap engines
@@ -97,10 +99,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for failure logs
     configure_logging(args.verbose)
     try:
-        if getattr(args, "resolve_output", False):
-            from pipeline.cli.common import resolve_output
-
-            args.output = resolve_output(args)
+        if getattr(args, "output_error", None):
+            raise UsageError(args.output_error)
         code = args.func(args)
     except UsageError as e:  # found before any work started: one line, what is wrong and what to do
         print(f"vecap {args.command}: {' '.join(str(e).split())}", file=sys.stderr)

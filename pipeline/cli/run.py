@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm_fusion.config import ETHICS_POLICIES, FALLBACKS
+from pipeline.cli.common import BeamHelpAction
+from pipeline.download.image_processing import RESIZE_MODES
+from pipeline.generation.config import BACKENDS, DTYPES
 from pipeline.generation.gpu_types import GPU_TYPES
+from pipeline.io.input_files import INPUT_FORMATS
 
 # flag dest -> dotted config paths it sets (several for flags shared by the model stages)
 _FLAG_PATHS: dict[str, tuple[str, ...]] = {
@@ -30,6 +35,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "url_column": ("reader.url_column",),
     "caption_column": ("reader.caption_column",),
     "shard_size": ("reader.shard_size",),
+    "verify_images": ("reader.verify_images",),
     "threads": ("download.threads",),
     "image_size": ("download.image_size",),
     "resize_mode": ("download.resize_mode",),
@@ -55,6 +61,8 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "api_key_env": ("caption.generation.api_key_env", "fusion.generation.api_key_env"),
     "keep_images": ("writer.keep_images",),
     "gpu_type": ("gpu_type",),
+    "max_shards": ("max_shards",),
+    "sample_shards": ("sample_shards",),
 }
 
 
@@ -72,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     add_run_arguments(run)
+    run.add_argument(
+        "--help-beam", action=BeamHelpAction, help="list Beam's pipeline options and exit"
+    )
     run.set_defaults(func=_run, accepts_beam_args=True)
 
     plan = subparsers.add_parser(
@@ -181,17 +192,36 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--local-wave-shards", type=int, default=None,
         help="local runner: shards per pipeline run, per worker (default 2); bounds memory",
     )  # fmt: skip
+    # counts checked by RunConfig (one line, exit 2), like giving both
+    io.add_argument(
+        "--max-shards", default=None, metavar="N",
+        help="pilot: commit only the first N shards of the full plan; the same command without "
+        "it continues the job (vecap estimate OUT prices the rest)",
+    )  # fmt: skip
+    io.add_argument(
+        "--sample-shards", default=None, metavar="N",
+        help="pilot: like --max-shards, but N shards spread evenly over the plan (shard i*total//N)",
+    )  # fmt: skip
     rd = p.add_argument_group("reading")
     rd.add_argument(
         "--input-format",
         default=None,
-        help="parquet|jsonl|json|csv|tsv|img2dataset|webdataset (default: by extension)",
+        choices=INPUT_FORMATS,
+        help=f"{'|'.join(INPUT_FORMATS)} (default: by extension)",
     )
     rd.add_argument("--url-column", default=None, help="column of image URLs (default url)")
     rd.add_argument("--caption-column", default=None, help="column of AltTexts (default caption)")
     rd.add_argument(
         "--extra-columns", default=None, metavar="COL,COL", help="input columns to keep in 'extra'"
     )
+    rd.add_argument(
+        "--column-names", default=None, metavar="COL,COL",
+        help="csv/tsv without a header line: its column names in order (e.g. caption,url)",
+    )  # fmt: skip
+    rd.add_argument(
+        "--verify-images", action=B, default=None,
+        help="img2dataset inputs: fully decode every image while reading (default off)",
+    )  # fmt: skip
     rd.add_argument(
         "--shard-size",
         type=int,
@@ -204,8 +234,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     dl.add_argument("--image-size", type=int, default=None, help="resize target (default 336)")
     dl.add_argument(
-        "--resize-mode", default=None, help="no|keep_ratio|center_crop|border (default keep_ratio)"
-    )
+        "--resize-mode", default=None, choices=RESIZE_MODES,
+        help=f"{'|'.join(RESIZE_MODES)} (default keep_ratio)",
+    )  # fmt: skip
     dl.add_argument(
         "--allow-private-networks",
         action=B,
@@ -230,18 +261,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     md.add_argument("--fusion-prompt", default=None, help="fusion prompt id")
     md.add_argument("--fusion-batch-size", type=int, default=None, help="rows per generate call")
-    md.add_argument("--fallback", default=None, help="caption when fusion fails: visual|alt|none")
+    md.add_argument(
+        "--fallback", default=None, choices=FALLBACKS,
+        help=f"caption when fusion fails: {'|'.join(FALLBACKS)} (default visual)",
+    )  # fmt: skip
     md.add_argument(
         "--ethics-model", default=None, help="ethics-check LLM (default: the fusion model)"
     )
-    md.add_argument("--ethics-policy", default=None, help="flagged rows: fuse|keep_unfused|exclude")
+    md.add_argument(
+        "--ethics-policy", default=None, choices=ETHICS_POLICIES,
+        help=f"flagged rows: {'|'.join(ETHICS_POLICIES)}",
+    )  # fmt: skip
     md.add_argument(
         "--ethics-blocklist-file", default=None, help="terms that flag a row, one per line"
     )
     md.add_argument(
         "--backend",
         default=None,
-        help="transformers|vllm|openai for every model stage (vllm: one server per GPU; "
+        choices=BACKENDS,
+        help=f"{'|'.join(BACKENDS)} for every model stage (vllm: one server per GPU; "
         "openai: a server fleet you run, at --base-url)",
     )
     md.add_argument(
@@ -268,7 +306,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         + " (default: Dataflow's worker_accelerator option, or this machine's GPU when local)",
     )
     md.add_argument("--device", default=None, help="auto|cpu|cuda|cuda:N (transformers backend)")
-    md.add_argument("--dtype", default=None, help="auto|float32|float16|bfloat16")
+    md.add_argument(
+        "--dtype", default=None, choices=DTYPES,
+        help=f"{'|'.join(DTYPES)} (auto: bf16 on GPUs with native bf16, fp16 on older, fp32 on CPU)",
+    )  # fmt: skip
     md.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -289,6 +330,12 @@ def config_dict_from_args(args: argparse.Namespace, extra_beam_args: list[str]) 
         flags["input"] = args.input[0] if len(args.input) == 1 else list(args.input)
     if args.stages is not None:
         flags["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if getattr(args, "column_names", None) is not None:
+        set_path(
+            flags,
+            "reader.column_names",
+            [c.strip() for c in args.column_names.split(",") if c.strip()],
+        )
     if args.extra_columns is not None:
         set_path(
             flags,
@@ -334,10 +381,18 @@ def _check_beam_args(beam_args: list[str]) -> None:
     # Beam keeps unparseable flags only when asked to: the difference is what it would discard
     known = options.get_all_options(retain_unknown_options=False)
     retained = options.get_all_options(retain_unknown_options=True)
-    unknown = sorted(f"--{name}" for name in set(retained) - set(known))
-    if unknown:
+    names = set(retained) - set(known)
+    if names:
+        # as the user typed them (Beam reports --column-names as column_names)
+        typed = [
+            a.split("=", 1)[0]
+            for a in beam_args
+            if a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in names
+        ]
+        shown = " ".join(dict.fromkeys(typed)) or " ".join(f"--{n}" for n in sorted(names))
         raise ConfigError(
-            f"unknown option(s) {unknown}: neither vecap run nor a Beam pipeline option"
+            f"unknown option(s) {shown}: neither a vecap run flag (vecap run --help) nor a Beam "
+            "pipeline option (vecap run --help-beam)"
         )
 
 
@@ -401,8 +456,10 @@ def _run(args: argparse.Namespace) -> int:
         return _job_failed(config, e, started[0], started_at, getattr(args, "argv", []))
     finally:
         release_terminal(show=True)
+    pilot = " (pilot)" if result.plan.pilot is not None else ""
     print(
-        f"{result.status}: {len(result.written)} shards, {result.rows_written} rows -> {result.output}"
+        f"{result.status}{pilot}: {len(result.written)} shards, {result.rows_written} rows -> "
+        f"{result.output}"
     )
     return 0
 
