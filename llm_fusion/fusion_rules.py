@@ -170,7 +170,6 @@ class FusionRules:
         )
 
 
-
 def _text(value: str | None) -> str | None:
     return value if value is not None and value.strip() else None
 

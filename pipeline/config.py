@@ -509,7 +509,8 @@ def _with_shares(cfg: Any, caption: Any, shares: dict[tuple, float]) -> Any:
         return cfg
     key = dataclasses.replace(gen, gpu_memory_utilization=None).engine_key()
     return dataclasses.replace(
-        cfg, generation=dataclasses.replace(gen, gpu_memory_utilization=shares[(key, cfg is caption)])
+        cfg,
+        generation=dataclasses.replace(gen, gpu_memory_utilization=shares[(key, cfg is caption)]),
     )
 
 

@@ -102,7 +102,9 @@ def check_models(config: Any, skip_stages: Container[str] = (), local: bool = Tr
         if not local and generation.model.startswith("/") and not os.path.exists(generation.model):
             logging.getLogger(__name__).warning(
                 "%s %s is not on this machine: the workers must have it (image or mount); "
-                "they check it when they load it", flag, generation.model
+                "they check it when they load it",
+                flag,
+                generation.model,
             )
             continue
         check_model_available(generation.model, flag)

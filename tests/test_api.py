@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_vecap_loads_neither_beam_nor_torch():
-    code = "import sys, vecap; print(sorted(m for m in ('apache_beam', 'torch') if m in sys.modules))"
+    code = (
+        "import sys, vecap; print(sorted(m for m in ('apache_beam', 'torch') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
@@ -36,7 +38,9 @@ def test_every_public_name_resolves():
 
 def _readme_example() -> str:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- api-example -->\n```python\n(.*?)```\n<!-- /api-example -->", text, re.S)
+    block = re.search(
+        r"<!-- api-example -->\n```python\n(.*?)```\n<!-- /api-example -->", text, re.S
+    )
     assert block, "the README's API example is missing its markers"
     return block.group(1)
 

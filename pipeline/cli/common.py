@@ -62,9 +62,7 @@ class _DeprecatedAlias(argparse.Action):
         super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(
-            f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr
-        )
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -95,7 +93,9 @@ def versions() -> dict[str, str | None]:
 class VersionAction(argparse.Action):
     """``--version``: one unwrapped line (argparse's own action re-wraps the text)."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
@@ -107,7 +107,9 @@ class BeamHelpAction(argparse.Action):
     """``--help-beam``: Beam's pipeline options, by options class, as Beam defines them
     (every argument vecap does not define is passed to Beam)."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:

@@ -302,7 +302,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     md.add_argument(
         "--gpu-type",
         default=None,
-        help="the workers' GPU for the memory plan: " + ", ".join(GPU_TYPES)
+        help="the workers' GPU for the memory plan: "
+        + ", ".join(GPU_TYPES)
         + " (default: Dataflow's worker_accelerator option, or this machine's GPU when local)",
     )
     md.add_argument("--device", default=None, help="auto|cpu|cuda|cuda:N (transformers backend)")

@@ -127,7 +127,9 @@ def local_gpu() -> GpuSpec | None:
 
 def parse_nvidia_smi(text: str) -> GpuSpec | None:
     """``name, memory MiB, major.minor`` lines -> the first GPU, counted with its peers."""
-    rows = [[part.strip() for part in line.split(",")] for line in text.splitlines() if line.strip()]
+    rows = [
+        [part.strip() for part in line.split(",")] for line in text.splitlines() if line.strip()
+    ]
     rows = [r for r in rows if len(r) == 3]
     if not rows:
         return None
@@ -140,7 +142,9 @@ def parse_nvidia_smi(text: str) -> GpuSpec | None:
     return GpuSpec(name, round(memory_gib, 1), (major, minor), len(rows))
 
 
-def job_gpu(gpu_type: str | None, beam_args: Sequence[str], local: bool) -> tuple[GpuSpec | None, str]:
+def job_gpu(
+    gpu_type: str | None, beam_args: Sequence[str], local: bool
+) -> tuple[GpuSpec | None, str]:
     """The GPU this job's workers have, and where that was learnt (see the module doc)."""
     accelerator = accelerator_from_beam_args(beam_args)
     if gpu_type:

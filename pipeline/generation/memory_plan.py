@@ -59,8 +59,9 @@ def typical_tokens(fp: ModelFootprint, gen: GenerationConfig, multimodal: bool) 
     return TEXT_PROMPT_TOKENS + gen.max_new_tokens
 
 
-def default_max_model_len(fp: ModelFootprint, gen: GenerationConfig, multimodal: bool,
-                          checkpoint_len: int | None) -> int:
+def default_max_model_len(
+    fp: ModelFootprint, gen: GenerationConfig, multimodal: bool, checkpoint_len: int | None
+) -> int:
     """Sized to vecap's prompts rather than the checkpoint's 4,096: KV cache for real rows."""
     room = fp.image_tokens + CAPTION_PROMPT_ROOM if multimodal else TEXT_PROMPT_ROOM
     length = -(-(room + gen.max_new_tokens) // 256) * 256
@@ -74,9 +75,12 @@ def _activation_bytes(fp: ModelFootprint, dtype: str, tokens: int, seqs: int) ->
     vision = 0
     if fp.image_tokens:
         images = max(1, tokens // fp.image_tokens)
-        vision = images * (fp.image_tokens + 1) * (
-            fp.vision_intermediate_size + 4 * fp.vision_hidden_size
-        ) * b
+        vision = (
+            images
+            * (fp.image_tokens + 1)
+            * (fp.vision_intermediate_size + 4 * fp.vision_hidden_size)
+            * b
+        )
     return decoder + logits + vision
 
 
@@ -231,8 +235,10 @@ def plan_engines(
         if gen.backend == "openai":
             continue  # a fleet the user runs: its memory is its own
         # the hub is asked for a config only when there is a GPU to size it against
-        config = (configs or {}).get(gen.model) if configs and gen.model in configs else (
-            model_config(gen.model, download=gpu is not None)
+        config = (
+            (configs or {}).get(gen.model)
+            if configs and gen.model in configs
+            else (model_config(gen.model, download=gpu is not None))
         )
         # auto on an unknown GPU: each worker resolves it; sized as the 2-byte dtypes of GPUs
         dtype = gen.dtype
@@ -291,7 +297,9 @@ def transformers_batch_bytes(
     return kv + _activation_bytes(fp, dtype, tokens, gen.batch_size)
 
 
-def _size_transformers(e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, dtype: str) -> None:
+def _size_transformers(
+    e: EnginePlan, fp: ModelFootprint, gen: GenerationConfig, dtype: str
+) -> None:
     e.headroom_gib = transformers_batch_bytes(fp, gen, dtype, e.multimodal) / GIB
 
 

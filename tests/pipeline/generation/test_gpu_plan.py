@@ -261,7 +261,16 @@ def test_default_max_model_len_fits_vecap_prompts_and_the_checkpoint(seven_b):
 
 
 def test_plan_gpu_command_prints_the_plan_and_exits_2_when_refused(seven_b):
-    base = [sys.executable, "-m", "pipeline.cli", "plan-gpu", "--input", "in.csv", "--backend", "vllm"]
+    base = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "plan-gpu",
+        "--input",
+        "in.csv",
+        "--backend",
+        "vllm",
+    ]
     base += ["--caption-model", seven_b[0], "--fusion-model", seven_b[1]]
     refused = subprocess.run([*base, "--gpu-type", "l4"], capture_output=True, text=True)
     assert refused.returncode == 2 and "refused:" in refused.stdout, refused.stderr

@@ -51,7 +51,9 @@ def test_two_processes_loading_at_once_copy_the_model_once(remote_llm, tiny_mode
     path = Path(results[0]["path"])
     assert results[1]["path"] == str(path) == cache_path(remote_llm)
     marker = json.loads((path / COMPLETE).read_text())
-    want = sorted(p.relative_to(tiny_models.llm) for p in Path(tiny_models.llm).rglob("*") if p.is_file())
+    want = sorted(
+        p.relative_to(tiny_models.llm) for p in Path(tiny_models.llm).rglob("*") if p.is_file()
+    )
     got = sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.name != COMPLETE)
     assert got == want and marker["files"] == len(want)
     assert fetch_model(remote_llm) == (str(path), False)  # later loads use the copy
