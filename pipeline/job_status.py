@@ -29,16 +29,10 @@ import fsspec
 
 from pipeline.errors import OutputError
 from pipeline.io.shard_files import (
-    _TEMP_RE,
     ShardListing,
-    _list_entries,
-    basename,
-    fs_and_path,
     is_local,
-    parse_parquet_name,
-    parse_stats_name,
+    list_shards,
     read_stats_files,
-    shards_dir,
     uncommitted_from_listing,
 )
 from pipeline.manifest import read_manifest
@@ -71,39 +65,18 @@ _CACHE_VERSION = 1
 def list_shards_with_identity(
     output: str, now: float | None = None
 ) -> tuple[fsspec.AbstractFileSystem, ShardListing, dict[int, str | None]]:
-    """:func:`pipeline.io.shard_files.list_shards` (one bulk listing, sorted the same way) plus
-    each stats file's identity: what changes when the file is written again (None: unknown or
-    too fresh to trust, never cached). ``list_shards`` drops the listing's details, hence this
-    variant."""
+    """:func:`pipeline.io.shard_files.list_shards` (one bulk listing) plus each stats file's
+    identity: what changes when the file is written again (None: unknown or too fresh to
+    trust, never cached)."""
     now = time.time() if now is None else now
-    fs, root = fs_and_path(shards_dir(output))
-    root = root.rstrip("/")
-    listing = ShardListing(root=root)
-    identity: dict[int, str | None] = {}
-    try:
-        fs.invalidate_cache(root)  # s3fs/gcsfs cache listings: the job wrote here since
-        entries = _list_entries(fs, root)
-    except FileNotFoundError:
-        return fs, listing, identity
+    fs, listing = list_shards(output)
     local = is_local(fs)
-    for entry in entries:
-        name = entry["name"]
-        if entry.get("type") == "directory":
-            continue
-        base = basename(name)
-        sid = parse_stats_name(base)
-        if sid is not None:
-            listing.stats[sid] = name
-            identity[sid] = _local_identity(name, now) if local else _entry_identity(entry, now)
-            continue
-        parsed = parse_parquet_name(base)
-        if parsed is not None:
-            size = entry.get("size")
-            listing.parquets.setdefault(parsed[0], {})[name] = None if size is None else int(size)
-        elif _TEMP_RE.match(base):
-            listing.temporaries.append(name)
-        else:
-            listing.other.append(name)
+    identity = {
+        sid: _local_identity(name, now)
+        if local
+        else _entry_identity(listing.stats_entries.get(sid, {}), now)
+        for sid, name in listing.stats.items()
+    }
     return fs, listing, identity
 
 

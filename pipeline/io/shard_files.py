@@ -237,6 +237,9 @@ class ShardListing:
 
     root: str
     stats: dict[int, str] = field(default_factory=dict)  # shard id -> stats file
+    # shard id -> the stats file's listing entry (size, mtime, ETag or generation: what
+    # `vecap status` tells a rewritten stats file by)
+    stats_entries: dict[int, dict] = field(default_factory=dict)
     # id -> {path: size}; size None where the listing did not say (local disks: sizes are read
     # only for the files that need them, the uncommitted ones)
     parquets: dict[int, dict[str, int | None]] = field(default_factory=dict)
@@ -262,6 +265,7 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
         sid = parse_stats_name(base)
         if sid is not None:
             listing.stats[sid] = name
+            listing.stats_entries[sid] = entry
             continue
         parsed = parse_parquet_name(base)
         if parsed is not None:
