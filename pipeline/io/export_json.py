@@ -17,8 +17,8 @@ Policy (also written into ``<name>.export.json`` beside the splits):
 Memory does not grow with the row count: pass 1 streams the parquet shards (only the url,
 status, caption and flag columns; never the image bytes) in batches and spills each row to one of
 ``splits x buckets`` on-disk buckets chosen by the same URL hash, so duplicates always meet in the
-same bucket; pass 2 dedups one bucket at a time (``bucket_rows`` URLs in a set, ~100-200 MB at the
-default) and streams the JSON entries out. Buckets per split = ceil(rows / splits / bucket_rows).
+same bucket; pass 2 dedups one bucket at a time (``bucket_rows`` URLs in arrow's hash group-by,
+~100-200 MB at the default) and streams the JSON entries out. Buckets per split = ceil(rows / splits / bucket_rows).
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring  # the C-accelerated string escaper
 
 import fsspec
+import ijson
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.io.json_stream import Feed, FeedError, parse_error, yajl2_c
 from pipeline.io.shard_files import committed_parquet_path
 from pipeline.io.writer import finished_shards
 from schemas.status import Status
@@ -183,7 +185,7 @@ def _nonblank(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(arr), ""), False)
 
 
-_SPILL_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("h", pa.uint64())])
+_SPILL_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string())])
 
 
 def export_json(config: ExportConfig) -> ExportResult:
@@ -263,8 +265,7 @@ def _spill_batch(
         return
     hashes = _hashes(kept.column("url"))
     kept = pa.RecordBatch.from_arrays(
-        [kept.column("url"), kept.column("caption"), pa.array(hashes, pa.uint64())],
-        schema=_SPILL_SCHEMA,
+        [kept.column("url"), kept.column("caption")], schema=_SPILL_SCHEMA
     )
     buckets = (hashes % np.uint64(n_buckets)).astype(np.int64)
     order = np.argsort(buckets, kind="stable")  # stable: uid order kept inside each bucket
@@ -310,28 +311,17 @@ def _write_splits(
 
 
 def _first_occurrences(table: pa.Table) -> pa.Table:
-    """The rows whose URL did not appear earlier in the bucket (which is in uid order).
-
-    Vectorised on the 64-bit URL hashes; a repeated hash is checked against the URL strings, and
-    should two different URLs ever share a hash the bucket falls back to an exact set of URLs.
-    """
-    h = table.column("h").to_numpy()
-    uniq, first = np.unique(h, return_index=True)
-    if len(uniq) == len(h):
+    """The rows whose URL did not appear earlier in the bucket (which is in uid order): arrow's
+    hash group-by on the URL strings themselves (exact, so no hash collision to handle) keeps
+    the smallest row number per URL. bench/json_dedup.py (1M rows, 20% repeats): 0.27 s against
+    0.18 s for the former numpy-unique-on-64-bit-hashes code (0.15 s against 0.16 s run alone),
+    which also needed a collision check and a slow exact fallback."""
+    rows = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    firsts = rows.group_by("url", use_threads=False).aggregate([("row", "min")])
+    if firsts.num_rows == table.num_rows:
         return table
-    keep = np.zeros(len(h), dtype=bool)
-    keep[first] = True
-    repeats = np.nonzero(~keep)[0]
-    firsts = first[np.searchsorted(uniq, h[repeats])]
-    urls = table.column("url")
-    same = pc.equal(urls.take(pa.array(repeats)), urls.take(pa.array(firsts)))
-    if not pc.all(same).as_py():  # a 64-bit collision: be exact the slow way
-        seen: set[str] = set()
-        mask = []
-        for url in urls.to_pylist():
-            mask.append(url not in seen)
-            seen.add(url)
-        return table.filter(pa.array(mask))
+    keep = np.zeros(table.num_rows, dtype=bool)
+    keep[firsts.column("row_min").to_numpy()] = True
     return table.filter(pa.array(keep))
 
 
@@ -347,6 +337,9 @@ def _rows_with_bytes(offsets: np.ndarray, byte_mask: np.ndarray) -> np.ndarray:
 
 def _json_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Each string as a JSON string literal, exactly as ``json.encoder.encode_basestring``.
+
+    Kept over calling that stdlib escaper per row: bench/json_dedup.py measures it 4.6x faster
+    (833k URLs: 0.06 s against 0.27 s).
 
     Most strings need no escaping: the bytes are scanned with numpy (in UTF-8 every byte of a
     multi-byte character is >= 0x80) and only rows holding a quote, a backslash or a control
@@ -400,95 +393,64 @@ class JsonShapeError(ValueError):
     pass
 
 
-# a key or caption longer than this is an error, not a reason to read the file into memory
-_MAX_STRING_CHARS = 16 * 1024 * 1024
+_WHAT = {"start_map": "an object", "start_array": "an array", "number": "a number",
+         "boolean": "a boolean", "null": "null", "end_map": "'}'", "end_array": "']'"}  # fmt: skip
 
 
 def iter_json_object(path: str, chunk_chars: int = 1 << 20) -> Iterator[tuple[str, str]]:
     """Stream the (key, value) pairs of a file holding ONE flat JSON object of string values.
 
-    Raises :class:`JsonShapeError` on anything else (nested values, numbers, two objects, trailing
-    garbage, truncation). Uses the json module's C string scanner on a sliding buffer, so memory is
-    one chunk plus the longest string, whatever the file size.
+    Raises :class:`JsonShapeError` (one line) on anything else: nested values, numbers, two
+    objects, trailing garbage, truncation, invalid UTF-8, a lone surrogate escape. ijson's C
+    parser reads ``chunk_chars`` bytes at a time; its events are checked as they come, so memory
+    is one chunk plus the longest string (capped), whatever the file size, and an error stops the
+    read at once.
     """
-    from json.decoder import JSONDecodeError, scanstring
-
     fs, root = fsspec.core.url_to_fs(path)
-    with fs.open(root, "r", encoding="utf-8") as f:
-        buf = ""
-        pos = 0
-        eof = False
+    with fs.open(root, "rb") as f:
+        feed = Feed(f, chunk=max(1, chunk_chars))
+        state = "key"  # what the last event leaves to come: "key" (or '}'), "value", "end"
+        key = ""
+        try:
+            first, _ = feed.peek()
+            if first != b"{":
+                got = repr(first.decode("latin-1")) if first else "end of file"
+                raise JsonShapeError(f"{path}: expected '{{' at the start of the object, got {got}")
+            events = yajl2_c().basic_parse(feed, use_float=True, buf_size=max(1, chunk_chars))
+            next(events)  # start_map
+            for event, value in events:
+                if state == "value":
+                    if event != "string":
+                        raise JsonShapeError(
+                            f"{path}: expected a string value for {key[:80]!r}, got {_WHAT[event]}"
+                        )
+                    feed.value_done()
+                    yield key, value
+                    state = "key"
+                elif event == "map_key":
+                    key, state = value, "value"
+                else:  # end_map: the object is closed; yajl itself rejects anything after it
+                    state = "end"
+        except FeedError as e:
+            raise JsonShapeError(f"{path}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise JsonShapeError(f"{path}: not valid UTF-8 ({e.reason})") from None
+        except ijson.JSONError as e:
+            raise JsonShapeError(f"{path}: {_shape_error(parse_error(e), state)}") from None
 
-        def fill() -> bool:
-            nonlocal buf, pos, eof
-            if eof:
-                return False
-            chunk = f.read(chunk_chars)
-            if not chunk:
-                eof = True
-                return False
-            buf = buf[pos:] + chunk
-            pos = 0
-            return True
 
-        def skip_ws() -> str:
-            """Next non-whitespace char ('' at EOF), not consumed."""
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\n\r":
-                    pos += 1
-                if pos < len(buf):
-                    return buf[pos]
-                if not fill():
-                    return ""
-
-        def read_string(what: str) -> str:
-            nonlocal pos
-            if skip_ws() != '"':
-                got = buf[pos : pos + 20] if pos < len(buf) else "end of file"
-                raise JsonShapeError(f"{path}: expected a string {what}, got {got!r}")
-            while True:
-                try:
-                    value, end = scanstring(buf, pos + 1, True)
-                except JSONDecodeError as e:
-                    # only a string cut by the chunk's end (unterminated, or an escape cut short)
-                    # needs more data; anything else is an error now, without reading on
-                    cut = e.msg.startswith("Unterminated string") or e.pos >= len(buf) - 6
-                    if cut and len(buf) - pos <= _MAX_STRING_CHARS and fill():
-                        continue
-                    raise JsonShapeError(f"{path}: bad {what} string: {e.msg}") from None
-                pos = end
-                return value
-
-        def expect(ch: str, what: str) -> None:
-            nonlocal pos
-            got = skip_ws()
-            if got != ch:
-                raise JsonShapeError(
-                    f"{path}: expected {ch!r} {what}, got {got or 'end of file'!r}"
-                )
-            pos += 1
-
-        expect("{", "at the start of the object")
-        if skip_ws() == "}":
-            pos += 1
-        else:
-            while True:
-                key = read_string("key")
-                expect(":", "after a key")
-                value = read_string("value")
-                yield key, value
-                nxt = skip_ws()
-                pos += 1
-                if nxt == ",":
-                    continue
-                if nxt == "}":
-                    break
-                raise JsonShapeError(
-                    f"{path}: expected ',' or '}}' after a value, got {nxt or 'end of file'!r}"
-                )
-        if skip_ws() != "":
-            raise JsonShapeError(f"{path}: data after the end of the JSON object")
+def _shape_error(message: str, state: str) -> str:
+    """yajl's message, saying what vecap expected where it is terse."""
+    if message.startswith("parse error: trailing garbage"):
+        return f"data after the end of the JSON object ({message})"
+    if message.startswith("parse error: premature EOF"):
+        where = {"key": "after a value", "value": "in a key's value (bad value string)"}
+        return f"the file ends before the object closes, {where.get(state, '')}: truncated"
+    if "invalid object key" in message:
+        return f"expected a string key ({message})"
+    if message.startswith("lexical error") and state == "value":
+        return f"bad value string: {message}"
+    return message
 
 
 @dataclass

@@ -7,15 +7,16 @@ offsets), ``read_*`` yields exactly ``stop - start`` value tuples or
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import IO, Any
 
+import ijson
+
 from pipeline.io.input_files import open_binary
+from pipeline.io.json_stream import CHUNK, Feed, FeedError, parse_error, yajl2_c
 from pipeline.io.table_formats import (
     MISSING,
     Checkpoints,
@@ -30,10 +31,7 @@ from pipeline.io.table_formats import (
     tuple_getter,
 )
 
-_CHUNK = 4 << 20
-# A single JSON-array element bigger than this is treated as malformed instead of buffered.
-_MAX_JSON_ELEMENT_CHARS = 64 << 20
-_JSON_WS = re.compile(r"[ \t\r\n]*").match
+_CHUNK = CHUNK
 
 
 # --------------------------------------------------------------------------- lines
@@ -385,116 +383,111 @@ def read_csv(
 # json (one array of objects) --------------------------------------------------------
 
 
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
 class JsonArrayReader:
-    """The elements of a top-level JSON array, decoded one at a time from a streamed text buffer,
-    with the byte offset where each element starts (planning's checkpoints).
+    """The elements of a top-level JSON array, parsed by ijson's C backend as the file streams
+    by, with the byte offset where an element starts when the caller asks for it (planning's
+    checkpoints).
 
-    A document that is not an array, or that breaks off or is malformed, raises ValueError:
-    unlike a jsonl line, a broken array element leaves no way to find where the next one starts.
-    ``inside=True`` starts at an element (a checkpoint offset) instead of at the opening ``[``.
+    A document that is not an array, or that breaks off or is malformed, raises ValueError
+    naming the row and the byte reached: unlike a jsonl line, a broken array element leaves no
+    way to find where the next one starts. ``inside=True`` starts at an element (a checkpoint
+    offset, file row ``first_row``) instead of at the opening ``[``. ``want_start(row)`` names
+    the first row at or after ``row`` whose start offset :meth:`offset` must know (-1: none);
+    pieces of the file are then cut at commas just before that row (see
+    :class:`~pipeline.io.json_stream.Feed`), so finding the offsets costs a few small reads per
+    checkpoint, not a JSON parser of vecap's own.
     """
 
-    def __init__(self, url: str, f: IO[bytes], *, inside: bool = False, byte_start: int = 0):
+    def __init__(
+        self,
+        url: str,
+        f: IO[bytes],
+        *,
+        inside: bool = False,
+        byte_start: int = 0,
+        first_row: int = 0,
+        want_start: Callable[[int], int] | None = None,
+    ):
         self._url = url
-        self._f = f
         self._inside = inside
-        self._utf8 = codecs.getincrementaldecoder("utf-8" if inside else "utf-8-sig")()
-        self._buf = ""
-        self._pos = 0
-        self._eof = False
-        self._first_chunk = not inside
-        # byte offset of buf[mark]: advanced chunk by chunk so each character is measured once
-        self._mark = 0
-        self._mark_byte = byte_start
-        self._element = 0  # position in buf of the element last yielded
+        self._first_row = first_row
+        self._want = want_start
+        self._feed = Feed(
+            f,
+            start=byte_start,
+            prefix=b"[" if inside else b"",  # a checkpoint's elements, as an array ijson can read
+            skip_bom=not inside,
+            plan=self._plan if want_start is not None else None,
+            chunk=_CHUNK,
+        )
+        self._rows = 0  # elements yielded
+        self._bracket_end = -1  # file offset just past the opening '[' (not inside)
+        self._start: int | None = byte_start if inside else None  # of the element last yielded
+        self._next_start: int | None = self._start
 
-    def _fill(self) -> bool:
-        """Append the next chunk to the buffer (dropping what is consumed); False at the end."""
-        if self._eof:
-            return False
-        chunk = self._f.read(_CHUNK)
-        if self._first_chunk:
-            self._first_chunk = False
-            if chunk.startswith(codecs.BOM_UTF8):
-                self._mark_byte += len(codecs.BOM_UTF8)  # the decoder drops it
-        try:
-            text = self._utf8.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{self._url}: not valid UTF-8: {e}") from e
-        if not chunk:
-            self._eof = True
-        pos = self._pos
-        self._mark_byte += _utf8_len(self._buf[self._mark : pos])
-        self._mark = 0
-        self._element -= pos
-        self._buf = self._buf[pos:] + text
-        self._pos = 0
-        return bool(text) or not self._eof
+    def _plan(self, feed: Feed) -> None:
+        """Shape the next piece: cut at the first comma while it may complete the element before
+        a wanted row; before that, pieces small enough not to reach that element."""
+        if self._bracket_end > feed.pos:
+            feed.to_comma, feed.limit = False, self._bracket_end - feed.pos
+            return
+        row = self._first_row + self._rows + 1  # the element after the next one ...
+        wanted = self._want(row) - self._first_row if self._want else -1
+        left = wanted - 1 - self._rows  # ... whose start is known once this many more complete
+        if left < 0:  # no offset wanted ahead
+            feed.to_comma, feed.limit = False, _CHUNK
+        elif left <= 1:
+            feed.to_comma, feed.limit = True, _CHUNK
+        else:
+            seen = feed.pos - max(self._bracket_end, 0)
+            per_element = seen // max(1, self._rows) or 1
+            feed.to_comma, feed.limit = False, max(1, min(_CHUNK, (left - 1) * per_element // 2))
 
-    def _next_char(self) -> str:
-        """The next non-whitespace character (not consumed), or "" at the end of the file."""
-        while True:
-            self._pos = _JSON_WS(self._buf, self._pos).end()
-            if self._pos < len(self._buf):
-                return self._buf[self._pos]
-            if not self._fill():
-                return ""
+    def _malformed(self, what: str, at: int | None = None, *, row: bool = True) -> ValueError:
+        at = self._feed.pos if at is None else at
+        where = f"in row {self._first_row + self._rows} (by byte {at})" if row else f"at byte {at}"
+        return ValueError(f"{self._url}: not a JSON array of objects: {what}, {where}")
 
-    def _malformed(self, what: str) -> ValueError:
-        at = self._mark_byte + _utf8_len(self._buf[self._mark : self._pos])
-        return ValueError(f"{self._url}: not a JSON array of objects: {what} at byte {at}")
-
-    def offset(self) -> int:
-        """The byte offset (in the decompressed stream) where the last yielded element starts."""
-        self._mark_byte += _utf8_len(self._buf[self._mark : self._element])
-        self._mark = self._element
-        return self._mark_byte
+    def offset(self) -> int | None:
+        """The byte offset (in the decompressed stream) where the last yielded element starts,
+        or None when the pieces did not end there (then the row gets no checkpoint)."""
+        return self._start
 
     def __iter__(self) -> Iterator[Any]:
-        if not self._inside:
-            if self._next_char() != "[":
-                raise self._malformed("expected '['")
-            self._pos += 1
-            if self._next_char() == "]":
-                self._pos += 1
-                if self._next_char() != "":
-                    raise self._malformed("content after the closing ']'")
-                return
-        while True:
-            self._next_char()
-            while True:
-                try:
-                    obj, end = _raw_decode(self._buf, self._pos)
-                except json.JSONDecodeError as e:
-                    if len(self._buf) - self._pos > _MAX_JSON_ELEMENT_CHARS or not self._fill():
-                        raise self._malformed(f"bad element ({e.msg})") from e
-                    continue
-                # a number at the very end of the buffer may continue in the next chunk
-                if end == len(self._buf) and not self._eof and self._fill():
-                    continue
-                break
-            self._element = self._pos
-            self._pos = end
-            yield obj
-            buf, pos = self._buf, self._pos
-            sep = buf[pos] if pos < len(buf) else ""
-            if sep not in (",", "]"):
-                sep = self._next_char()
-            if sep == ",":
-                self._pos += 1
-            elif sep == "]":
-                self._pos += 1
-                break
-            else:
-                raise self._malformed(
-                    f"expected ',' or ']' but found {sep!r}" if sep else "unexpected end"
-                )
-        if self._next_char() != "":
-            raise self._malformed("content after the closing ']'")
+        feed = self._feed
+        try:
+            if not self._inside:
+                first, at = feed.peek()
+                if first != b"[":
+                    got = repr(first.decode("latin-1")) if first else "end of file"
+                    raise self._malformed(f"expected '[', got {got}", at)
+                self._bracket_end = self._next_start = at + 1
+            items = yajl2_c().items(feed, "item", use_float=True, buf_size=_CHUNK)
+            reads = feed.reads
+            for obj in items:
+                self._start = self._next_start
+                # exact only when the latest piece, cut at its first comma, completed this element
+                first_of_piece, reads = feed.reads != reads, feed.reads
+                self._next_start = feed.pos if first_of_piece and feed.precise else None
+                feed.value_done()
+                yield obj
+                self._rows += 1
+        except FeedError as e:
+            raise self._malformed(e.what, e.at, row=not e.ahead) from None
+        except UnicodeDecodeError as e:
+            raise self._malformed(
+                f"not valid UTF-8 ({e.reason}; a lone surrogate escape?)"
+            ) from None
+        except ijson.JSONError as e:
+            raise self._malformed(parse_error(e)) from None
+
+
+def _checkpoint_from(checkpoints: Checkpoints, row: int) -> int:
+    """The first checkpoint row at or after ``row`` (-1: none)."""
+    if not checkpoints.wanted or checkpoints.every is None:
+        return -1
+    behind = max(0, row - checkpoints.next)
+    return checkpoints.next + -(-behind // checkpoints.every) * checkpoints.every
 
 
 def scan_json(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
@@ -503,12 +496,13 @@ def scan_json(url: str, checkpoints: Checkpoints | None = None) -> FileScan:
     rows = 0
     columns: tuple[str, ...] | None = None
     with open_binary(url) as f:
-        array = JsonArrayReader(url, f)
+        array = JsonArrayReader(url, f, want_start=lambda row: _checkpoint_from(checkpoints, row))
         for obj in array:
             if columns is None and obj.__class__ is dict:
                 columns = tuple(obj)
             if rows == checkpoints.next:
-                offsets[rows] = array.offset()
+                if (start := array.offset()) is not None:
+                    offsets[rows] = start
                 checkpoints.advance()
             rows += 1
     return FileScan(rows=rows, columns=columns or (), offsets=offsets)
@@ -522,7 +516,7 @@ def read_json(
         if seek is not None:
             byte_start, i = seek
             f.seek(byte_start)
-        array = JsonArrayReader(url, f, inside=seek is not None, byte_start=byte_start)
+        array = JsonArrayReader(url, f, inside=seek is not None, byte_start=byte_start, first_row=i)
         for obj in array:
             if i >= stop:
                 return
