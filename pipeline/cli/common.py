@@ -77,6 +77,21 @@ def add_dest_argument(
         )
 
 
+def add_dest_positional(parser: argparse.ArgumentParser, help: str) -> None:
+    """``DEST`` after ``OUT``, or as ``--dest DEST`` (the exports)."""
+    parser.add_argument("dest_positional", nargs="?", default=None, metavar="DEST", help=help)
+    parser.add_argument("--dest", default=None, metavar="DEST", help="DEST, as an option")
+
+
+def resolve_dest(args: argparse.Namespace) -> str:
+    positional, flag = args.dest_positional, args.dest
+    if positional and flag and positional != flag:
+        raise UsageError(f"two destinations given ({positional!r} and --dest {flag!r}); give one")
+    if not (positional or flag):
+        raise UsageError(f"give the destination: vecap {args.command} OUT DEST (or --dest DEST)")
+    return positional or flag
+
+
 def versions() -> dict[str, str | None]:
     """vecap's and its engines' versions, from package metadata (nothing imported)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -153,7 +168,9 @@ def version_text() -> str:
 __all__ = [
     "OneLineParser",
     "add_dest_argument",
+    "add_dest_positional",
     "add_output_argument",
+    "resolve_dest",
     "resolve_output",
     "BeamHelpAction",
     "VersionAction",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import add_output_argument
-from pipeline.errors import UsageError
+from pipeline.cli.common import add_dest_positional, add_output_argument, resolve_dest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,11 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_output_argument(p)
-    p.add_argument(
-        "dest_positional", nargs="?", default=None, metavar="DEST",
-        help="the dataset folder to write (directory or fsspec URL); or --dest DEST",
-    )  # fmt: skip
-    p.add_argument("--dest", default=None, metavar="DEST", help=argparse.SUPPRESS)
+    add_dest_positional(p, "the dataset folder to write (directory or fsspec URL)")
     p.add_argument(
         "--caption",
         choices=("fused", "visual", "alt"),
@@ -43,21 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export_hf)
 
 
-def _dest(args: argparse.Namespace) -> str:
-    positional, flag = args.dest_positional, args.dest
-    if positional and flag and positional != flag:
-        raise UsageError(f"two destinations given ({positional!r} and --dest {flag!r}); give one")
-    if not (positional or flag):
-        raise UsageError("give the destination folder: vecap export-hf OUT DEST (or --dest DEST)")
-    return positional or flag
-
-
 def _export_hf(args: argparse.Namespace) -> int:
     from pipeline.io.export_hf import HFExportConfig, export_hf
 
     config = HFExportConfig(
         source=args.output,
-        dest=_dest(args),
+        dest=resolve_dest(args),
         caption=args.caption,
         split=args.split,
         include_flagged=args.include_flagged,

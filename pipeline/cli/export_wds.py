@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.errors import ConfigError
+from pipeline.cli.common import add_dest_positional, add_output_argument, resolve_dest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,11 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "DEST/part-NNNNN.count.json commits each tar; a rerun exports only what is missing."
         ),
     )
-    p.add_argument("output", metavar="OUT", help="a vecap output directory (fsspec URL)")
-    p.add_argument(
-        "dest_pos", metavar="DEST", nargs="?", default=None, help="where the tars go (fsspec URL)"
-    )
-    p.add_argument("--dest", default=None, help="DEST, as an option")
+    add_output_argument(p)
+    add_dest_positional(p, "where the tars go (directory or fsspec URL)")
     p.add_argument(
         "--caption",
         choices=("fused", "visual", "alt"),
@@ -48,11 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _export_wds(args: argparse.Namespace) -> int:
     from pipeline.io.export_wds import WdsExportConfig, export_wds
 
-    if args.dest_pos and args.dest and args.dest_pos != args.dest:
-        raise ConfigError(f"two destinations: DEST {args.dest_pos} and --dest {args.dest}")
-    dest = args.dest_pos or args.dest
-    if not dest:
-        raise ConfigError("no destination: vecap export-wds OUT DEST (or --dest DEST)")
+    dest = resolve_dest(args)
     config = WdsExportConfig(
         source=args.output,
         dest=dest,

@@ -369,7 +369,7 @@ def test_cli(source, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     bad = [
         (["export-hf", str(source), str(dest), "--dest", str(tmp_path / "c")], "two destinations"),
-        (["export-hf", str(source)], "give the destination folder"),
+        (["export-hf", str(source)], "give the destination"),
         (["export-hf", str(source), str(dest), "--split", "a-b"], "split 'a-b'"),
         (["export-hf", str(tmp_path / "nothing"), str(dest)], "no committed shards"),
     ]
