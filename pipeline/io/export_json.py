@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io.json_stream import Feed, FeedError, parse_error, yajl2_c
-from pipeline.io.shard_files import committed_parquet_path
+from pipeline.io.shard_files import committed_parquet_path, put_bytes
 from pipeline.io.writer import finished_shards
 from schemas.status import Status
 
@@ -227,8 +227,7 @@ def export_json(config: ExportConfig) -> ExportResult:
         shutil.rmtree(spill_dir, ignore_errors=True)
     result.seconds = time.time() - t0
     fs, dest = fsspec.core.url_to_fs(config.destination)
-    with fs.open(f"{dest}/{config.name}.export.json", "w") as f:
-        f.write(result.to_json())
+    put_bytes(fs, f"{dest}/{config.name}.export.json", result.to_json().encode())
     return result
 
 
@@ -289,9 +288,12 @@ def _write_splits(
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     for split in range(config.splits):
         final = f"{dest}/{split_file_name(config.name, split, config.splits)}"
-        target = f"{final}.tmp" if local else final  # object stores: one upload is atomic
+        # written on this machine, published whole: an object store's file object completes its
+        # upload on close even when an error is on its way, which would leave a cut split under
+        # its final name
+        target = f"{final}.tmp" if local else os.path.join(spill_dir, f"split-{split:05d}.json")
         count = 0
-        with fs.open(target, "wb") as out:
+        with open(target, "wb") as out:
             out.write(b"{")
             first = True
             for k in range(per_split):
@@ -304,8 +306,13 @@ def _write_splits(
                 result.duplicates += dups
                 os.remove(path)
             out.write(b"\n}\n")
+            out.flush()
+            os.fsync(out.fileno())
         if local:
-            fs.mv(target, final)
+            os.replace(target, final)
+        else:
+            fs.put_file(target, final)  # one upload, visible only once complete
+            os.remove(target)
         result.entries_per_split[split] = count
         result.files.append(final if local else fs.unstrip_protocol(final))  # gs://... kept
 

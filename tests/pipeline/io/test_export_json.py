@@ -206,6 +206,38 @@ def test_export_to_and_from_an_object_store_filesystem():
     assert rep.ok and rep.entries == 5 and rep.expected_entries == 5, rep.errors
 
 
+def test_a_failure_mid_split_publishes_no_cut_split_on_an_object_store(monkeypatch):
+    """An object store's file object completes its upload on close even while an error is on
+    its way: a split must be written locally and uploaded whole, or a cut split would sit
+    under its final name, looking finished."""
+    import fsspec
+
+    import pipeline.io.export_json as ej
+
+    src, dest = "memory://vecap-export-cut/out", "memory://vecap-export-cut/release"
+    rows = [
+        _rec(0, i, f"http://127.0.0.1/{i}.jpg", fused_caption=f"c{i}", status="ok")
+        for i in range(40)
+    ]
+    write_shard(WriterConfig(output=src), 0, rows, 40)
+    real, calls = ej._write_bucket, []
+
+    def failing(path, out, first):
+        calls.append(path)
+        if len(calls) == 2:  # the second split, after its opening brace was written
+            out.write(b'\n"http://127.0.0.1/x.jpg": "half')
+            raise OSError("disk full")
+        return real(path, out, first)
+
+    monkeypatch.setattr(ej, "_write_bucket", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export_json(ExportConfig(source=src, splits=2, dest=dest))
+    fs = fsspec.filesystem("memory")
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/vecap-export-cut/release", detail=False))
+    assert names == ["wit_300m-00-of-02.json"]  # the first split whole; no cut second one
+    assert len(json.loads(fs.cat("/vecap-export-cut/release/wit_300m-00-of-02.json"))) > 0
+
+
 def test_a_bad_escape_fails_at_once_without_reading_the_rest(tmp_path):
     p = tmp_path / "w-00-of-01.json"
     p.write_text(
