@@ -89,6 +89,9 @@ def run_status(args: argparse.Namespace) -> int:
             print((_CLEAR if redraw else "") + format_status(status), flush=True)
         if interval is None or status.finished:
             return 0
+        if status.launcher.state == "dead":  # its process is gone from this host: no more frames
+            print("vecap status: the launcher died unfinished; stopped watching", file=sys.stderr)
+            return 0
         if not redraw and not args.json:
             print(flush=True)  # frames apart when stdout is a file or a pipe
         time.sleep(interval)

@@ -384,6 +384,25 @@ def test_watch_stops_when_the_job_finishes(tmp_path, monkeypatch, capsys):
     assert frames[-1]["eta_s"] is None
 
 
+def test_watch_stops_when_the_launcher_died(tmp_path, monkeypatch, capsys):
+    """A launcher gone from this host leaves its run 'running' forever: --watch must not."""
+    out = str(tmp_path / "job")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mid_job(out)
+    manifest(out, pid=gone.pid)
+    main = _status_cli(monkeypatch)
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(main(["status", out, "--watch", "0.05", "--json"])),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and result == [0]
+    assert "launcher died unfinished" in capsys.readouterr().err
+
+
 def test_watch_before_the_output_reads_it_as_the_output(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "done")
     manifest(out, planned=1, rows_todo=100, status="succeeded")
