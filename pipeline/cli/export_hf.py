@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=False,
         help="give ethics-flagged rows a caption too (default no; the rows are kept either way)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="data files exported at once (default 4; the files are the same for any N)",
+    )
     p.set_defaults(func=_export_hf)
 
 
@@ -47,6 +54,7 @@ def _export_hf(args: argparse.Namespace) -> int:
         caption=args.caption,
         split=args.split,
         include_flagged=args.include_flagged,
+        workers=args.workers,
     )
     result = export_hf(config)
     counts = ", ".join(f"{k} {v:,}" for k, v in result.status_counts.items())

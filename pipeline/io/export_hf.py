@@ -21,6 +21,11 @@ the row is not ``ethics_flagged`` (unless ``include_flagged``); null elsewhere. 
 do not apply, because rows here are keyed by uid, not URL: no URL is required, and a duplicate
 URL keeps all its rows.
 
+Scale: the existing markers are read in one batched ``fs.cat`` (s3fs/gcsfs fetch them
+concurrently) after one listing of ``.vecap-export/``, this run's markers are kept in memory for
+the card, and up to ``workers`` files are exported at once (threads: each reads its shard, writes
+a local file and uploads it). The card is written only after every file is complete.
+
 Exactly once: a data file is published whole (local disks: a hidden temporary, fsynced, renamed;
 object stores: one upload of a finished local file), then its marker is created. A rerun skips
 every file with a marker whose size matches the file, and rewrites the others (the bytes are a
@@ -30,6 +35,7 @@ pure function of the shard, so a file published just before a crash is rewritten
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -38,8 +44,9 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from glob import has_magic  # the test fsspec.expand_path applies: such a path is globbed
 from typing import Any
 
 import pyarrow as pa
@@ -139,6 +146,7 @@ class HFExportConfig:
     split: str = "train"
     include_flagged: bool = False
     row_group_rows: int = 100  # datasets' own row group size for image datasets (viewer pages)
+    workers: int = 4  # files exported at once (threads; the bytes do not depend on it)
 
     def __post_init__(self) -> None:
         if self.caption not in CAPTION_COLUMNS:
@@ -151,6 +159,8 @@ class HFExportConfig:
             )
         if self.row_group_rows < 1:
             raise ConfigError(f"row_group_rows must be >= 1, got {self.row_group_rows}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if not self.dest:
             raise ConfigError("give the destination folder: vecap export-hf OUT DEST")
 
@@ -345,6 +355,35 @@ def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
         return None
 
 
+def _read_jsons(fs: Any, paths: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+    """{path: its JSON, None where it is absent}: one batched ``fs.cat`` (concurrent GETs on
+    object stores) instead of one round trip after another. Any other failure raises."""
+    paths = list(paths)
+    literal = [p for p in paths if not has_magic(p)]
+    got = fs.cat(literal, on_error="return") if literal else {}
+    for p in paths:
+        if has_magic(p):  # fs.cat would glob it: read it on its own
+            try:
+                got[p] = fs.cat_file(p)
+            except FileNotFoundError as e:
+                got[p] = e
+    out: dict[str, dict[str, Any] | None] = {}
+    for p in paths:
+        data = got.get(p, got.get(fs._strip_protocol(p)))
+        if data is None:
+            raise OutputError(f"{p}: not returned by the store's batched read")
+        if isinstance(data, FileNotFoundError):
+            out[p] = None
+        elif isinstance(data, BaseException):
+            raise OutputError(f"{p}: could not be read ({data})") from data
+        else:
+            try:
+                out[p] = json.loads(data.decode("utf-8"))
+            except ValueError as e:
+                raise OutputError(f"{p}: not JSON ({e}); remove it to write it again") from None
+    return out
+
+
 def _settle_plan(fs: Any, root: str, config: HFExportConfig, plan: dict[str, Any]) -> None:
     """Record the plan once; a rerun must export the same shards the same way into DEST."""
     path = f"{root}/{META_DIR}/{config.split}.plan.json"
@@ -401,40 +440,89 @@ def export_hf(config: HFExportConfig) -> HFExportResult:
 
     result = HFExportResult(dest=config.dest, split=config.split, files=[])
     sizes = _sizes(fs, f"{root}/data")
-    markers = _sizes(fs, f"{root}/{META_DIR}")
+    listing = _sizes(fs, f"{root}/{META_DIR}")
+    marker_path = {e["name"]: f"{root}/{META_DIR}/{e['name']}.done.json" for e in plan["files"]}
+    recorded = _read_jsons(fs, [p for p in marker_path.values() if p in listing])
+    markers: dict[str, dict[str, Any]] = {}  # this split's markers, by file name
+    todo = []
+    for entry in plan["files"]:
+        name = entry["name"]
+        marker = recorded.get(marker_path[name])
+        if marker is None:  # not listed, or gone since the listing: (re)write the file
+            todo.append(entry)
+            continue
+        final = f"{root}/data/{name}"
+        if sizes.get(final) != marker.get("bytes"):
+            raise OutputError(
+                f"{final}: {sizes.get(final, 'missing')} bytes, the export recorded "
+                f"{marker.get('bytes')}; remove it and {marker_path[name]} to write it again"
+            )
+        markers[name] = marker
+        result.skipped += 1
+
+    def export_one(entry: dict[str, Any]) -> dict[str, Any]:
+        name, stats = entry["name"], done[entry["shard_id"]]
+        source_url = committed_parquet_path(config.source, stats)
+        info, size, digest = _publish(
+            fs,
+            f"{root}/data/{name}",
+            lambda out: _write_file(source_url, stats, config, schema, out),
+        )
+        marker = {"name": name, "bytes": size, "sha256": digest, **entry, **info}
+        body = json.dumps(marker, indent=2, sort_keys=True).encode()
+        _create_marker(fs, marker_path[name], body)
+        return json.loads(body)  # what a later run reads back, so the card cannot differ
+
+    for marker in _run_bounded(export_one, todo, config.workers):
+        markers[marker["name"]] = marker
+        result.written += 1
+
     status_counts: collections.Counter = collections.Counter()
     for entry in plan["files"]:
-        name, sid = entry["name"], entry["shard_id"]
-        final = f"{root}/data/{name}"
-        marker_path = f"{root}/{META_DIR}/{name}.done.json"
-        if marker_path in markers:
-            marker = _read_json(fs, marker_path) or {}
-            if sizes.get(final) != marker.get("bytes"):
-                raise OutputError(
-                    f"{final}: {sizes.get(final, 'missing')} bytes, the export recorded "
-                    f"{marker.get('bytes')}; remove it and {marker_path} to write it again"
-                )
-            result.skipped += 1
-        else:
-            source_url = committed_parquet_path(config.source, done[sid])
-            info, size, digest = _publish(
-                fs,
-                final,
-                lambda out, u=source_url, s=done[sid]: _write_file(u, s, config, schema, out),
-            )
-            marker = {"name": name, "bytes": size, "sha256": digest, **entry, **info}
-            _create_marker(fs, marker_path, json.dumps(marker, indent=2, sort_keys=True).encode())
-            result.written += 1
+        marker = markers[entry["name"]]
         result.rows += marker["rows"]
         status_counts.update(marker["counts"]["status"])
+        final = f"{root}/data/{entry['name']}"
         result.files.append(final if is_local(fs) else fs.unstrip_protocol(final))
     result.status_counts = dict(sorted(status_counts.items()))
 
     from pipeline.io.hf_card import write_card
 
-    result.card = write_card(fs, root, features, datasets, _card_inputs(config, fs, root))
+    this_split = [markers[e["name"]] for e in plan["files"]]
+    inputs = _card_inputs(config, fs, root, plan, this_split)
+    result.card = write_card(fs, root, features, datasets, inputs)
     result.seconds = time.time() - t0
     return result
+
+
+def _run_bounded(fn: Any, items: list[Any], workers: int) -> Iterator[Any]:
+    """``fn(item)`` for every item, ``workers`` at a time, results as they finish. At most
+    ``workers`` items are in flight; on any error or KeyboardInterrupt nothing more is
+    submitted, what has not started is cancelled, what is running finishes (each file is
+    published whole or not at all), and the error is raised."""
+    if workers == 1:  # no threads: tracebacks and debuggers see the plain call
+        yield from map(fn, items)
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vecap-export-hf")
+    pending: set[concurrent.futures.Future] = set()
+    try:
+        queue = iter(items)
+        while True:
+            for item in queue:
+                pending.add(pool.submit(fn, item))
+                if len(pending) >= workers:
+                    break
+            if not pending:
+                return
+            finished, pending = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in finished:
+                yield future.result()  # raises the file's error
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 def _sizes(fs: Any, folder: str) -> dict[str, int]:
@@ -447,31 +535,45 @@ def _sizes(fs: Any, folder: str) -> dict[str, int]:
     return {e["name"].rstrip("/"): int(e["size"]) for e in entries if e.get("type") == "file"}
 
 
-def _card_inputs(config: HFExportConfig, fs: Any, root: str) -> list[dict[str, Any]]:
+def _card_inputs(
+    config: HFExportConfig,
+    fs: Any,
+    root: str,
+    plan: dict[str, Any],
+    markers: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     """Per complete split in DEST (every file marked done): its plan, its markers and the
-    manifest of the output it came from (this call's split: ``config.source``'s)."""
-    splits = []
+    manifest of the output it came from. This call's split comes from memory (``plan``,
+    ``markers``: all complete by now, ``config.source``'s manifest); the other splits' records
+    are read in two batched reads."""
     listing = _sizes(fs, f"{root}/{META_DIR}")
-    for path in sorted(listing):
-        base = path.rsplit("/", 1)[-1]
-        if not base.endswith(".plan.json"):
-            continue
-        plan = _read_json(fs, path) or {}
-        marker_paths = [f"{root}/{META_DIR}/{f['name']}.done.json" for f in plan.get("files", [])]
-        if not marker_paths or any(p not in listing for p in marker_paths):
-            continue  # a split still being exported stays out of the card until it is whole
-        if plan.get("split") == config.split:
-            plan["source"] = config.source
-            manifest = read_manifest(config.source)
-            _record_source(fs, root, config.split, config.source, manifest)
-        else:
-            recorded = _read_json(fs, f"{root}/{META_DIR}/{plan.get('split')}.source.json") or {}
-            plan["source"], manifest = recorded.get("source"), recorded.get("manifest")
+    other_plans = [
+        p
+        for p in sorted(listing)
+        if p.endswith(".plan.json") and p.rsplit("/", 1)[-1] != f"{config.split}.plan.json"
+    ]
+    sources = [p.removesuffix(".plan.json") + ".source.json" for p in other_plans]
+    records = _read_jsons(fs, other_plans + [p for p in sources if p in listing])
+    complete = {}
+    for path in other_plans:
+        other = records[path] or {}
+        names = [f"{root}/{META_DIR}/{f['name']}.done.json" for f in other.get("files", [])]
+        if names and all(p in listing for p in names):  # one still being exported stays out
+            complete[path] = (other, names)
+    other_markers = _read_jsons(fs, [p for _, names in complete.values() for p in names])
+
+    this = dict(plan, source=config.source)
+    manifest = read_manifest(config.source)
+    _record_source(fs, root, config.split, config.source, manifest)
+    splits = [{"plan": this, "markers": markers, "manifest": manifest}]
+    for path, (other, names) in complete.items():
+        recorded = records.get(path.removesuffix(".plan.json") + ".source.json") or {}
+        other["source"] = recorded.get("source")
         splits.append(
-            {"plan": plan, "markers": [_read_json(fs, p) or {} for p in marker_paths],
-             "manifest": manifest}
+            {"plan": other, "markers": [other_markers[p] or {} for p in names],
+             "manifest": recorded.get("manifest")}
         )  # fmt: skip
-    return splits
+    return sorted(splits, key=lambda s: f"{s['plan'].get('split')}.plan.json")  # listing order
 
 
 def _record_source(

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import yaml
 from PIL import Image
 
 import pipeline.io.export_hf as export_hf_module
-from pipeline.errors import OutputError
+from pipeline.errors import ConfigError, OutputError
 from pipeline.io.export_hf import HFExportConfig, data_file_name, export_hf
 from pipeline.io.shard_files import attempt_parquet_name, committed_parquet_urls
 from pipeline.report.synthetic import HOSTILE_ALT_TEXT, write_synthetic_output
@@ -255,8 +257,8 @@ def test_crash_then_rerun_gives_the_same_files(source, tmp_path, monkeypatch, wh
             return real(fs, path, data)
 
         monkeypatch.setattr(export_hf_module, "_create_marker", crashing)
-    with pytest.raises(_Crash):
-        export_hf(HFExportConfig(source=str(source), dest=str(dest), row_group_rows=10))
+    with pytest.raises(_Crash):  # one file at a time: the crash point is deterministic
+        export_hf(HFExportConfig(source=str(source), dest=str(dest), row_group_rows=10, workers=1))
     published = sorted(os.listdir(dest / "data"))
     expect = ["train-00000-of-00003.parquet"]
     if where == "after-publish":
@@ -309,8 +311,173 @@ def test_a_shard_with_fewer_rows_than_its_commit_is_not_published(source, tmp_pa
     stats_file.write_text(json.dumps(stats))
     dest = tmp_path / "hf"
     with pytest.raises(RuntimeError, match="24 rows read, its stats file commits 25"):
-        export_hf(HFExportConfig(source=str(source), dest=str(dest)))
+        export_hf(HFExportConfig(source=str(source), dest=str(dest), workers=1))
     assert sorted(os.listdir(dest / "data")) == ["train-00000-of-00003.parquet"]
+    with pytest.raises(RuntimeError, match="24 rows read, its stats file commits 25"):
+        export_hf(HFExportConfig(source=str(source), dest=str(dest)))  # the others in parallel
+    published = sorted(os.listdir(dest / "data"))
+    assert "train-00001-of-00003.parquet" not in published and len(published) == 2
+    assert not (dest / ".vecap-export" / "train-00001-of-00003.parquet.done.json").exists()
+    assert not (dest / "README.md").exists()
+
+
+def _meta(dest: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((dest / ".vecap-export").iterdir())}
+
+
+@pytest.fixture
+def many(tmp_path) -> Path:
+    """12 committed shards of 6 rows: enough files for a pool of 4 to be busy."""
+    out = tmp_path / "many"
+    write_synthetic_output(out, shards=12, rows_per_shard=6, in_progress=0, seed=5)
+    (out / "manifest.json").write_text(json.dumps(REAL_MANIFEST))
+    return out
+
+
+class _StoreReads:
+    """Counts the destination's reads of JSON records: the batched ``fs.cat`` calls (with the
+    paths each asked for) and the ``cat_file`` calls made outside of them (one round trip each)."""
+
+    def __init__(self, monkeypatch, dest: Path):
+        fs, _ = export_hf_module.fs_and_path(str(dest))  # fsspec's cached instance: the export's
+        self.batches: list[list[str]] = []
+        self.single: list[str] = []
+        self.every: list[str] = []
+        inside = threading.local()
+        cat, cat_file = fs.cat, fs.cat_file
+
+        def batched(paths, **kw):
+            self.batches.append(list(paths))
+            inside.on = True
+            try:
+                return cat(paths, **kw)
+            finally:
+                inside.on = False
+
+        def one(path, *a, **kw):
+            self.every.append(path)
+            if not getattr(inside, "on", False):
+                self.single.append(path)
+            return cat_file(path, *a, **kw)
+
+        monkeypatch.setattr(fs, "cat", batched)
+        monkeypatch.setattr(fs, "cat_file", one)
+
+    def markers(self, paths: list[str]) -> list[str]:
+        return [p for p in paths if p.endswith(".done.json")]
+
+
+def test_markers_are_read_in_one_batch_and_never_again_for_the_card(many, tmp_path, monkeypatch):
+    dest = tmp_path / "hf"
+    reads = _StoreReads(monkeypatch, dest)
+    first = export_hf(HFExportConfig(source=str(many), dest=str(dest)))
+    assert first.written == 12
+    assert reads.markers(reads.every) == []  # the card is built from this run's markers in memory
+
+    reads = _StoreReads(monkeypatch, dest)
+    rerun = export_hf(HFExportConfig(source=str(many), dest=str(dest)))
+    assert (rerun.written, rerun.skipped, rerun.rows) == (0, 12, 72)
+    assert reads.markers(reads.single) == []  # no marker read on its own
+    batches = [b for b in reads.batches if reads.markers(b)]
+    assert len(batches) == 1 and len(batches[0]) == 12  # one call for all of them
+    assert sorted(reads.markers(reads.every)) == sorted(batches[0])  # each read once, card too
+
+    # another split in DEST: its records for the card come in batches as well
+    export_hf(HFExportConfig(source=str(many), dest=str(dest), split="validation"))
+    card = (dest / "README.md").read_bytes()
+    reads = _StoreReads(monkeypatch, dest)
+    export_hf(HFExportConfig(source=str(many), dest=str(dest)))
+    assert (dest / "README.md").read_bytes() == card
+    assert reads.markers(reads.single) == []
+    batches = [b for b in reads.batches if reads.markers(b)]
+    assert sorted(len(b) for b in batches) == [12, 12]  # train's to skip, validation's for the card
+    assert len(reads.markers(reads.every)) == 24
+
+
+def test_workers_give_the_same_bytes_and_run_files_at_once(many, tmp_path, monkeypatch):
+    one = tmp_path / "one"
+    export_hf(HFExportConfig(source=str(many), dest=str(one), row_group_rows=4, workers=1))
+    real = export_hf_module._write_file
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow(*a, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        try:
+            return real(*a, **kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    outstanding, most = [0], [0]  # submitted and not yet done: the window, not the whole plan
+
+    class Pool(export_hf_module.concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *a, **kw):
+            with lock:
+                outstanding[0] += 1
+                most[0] = max(most[0], outstanding[0])
+            future = super().submit(*a, **kw)
+            future.add_done_callback(lambda _: outstanding.__setitem__(0, outstanding[0] - 1))
+            return future
+
+    monkeypatch.setattr(export_hf_module, "_write_file", slow)
+    monkeypatch.setattr(export_hf_module.concurrent.futures, "ThreadPoolExecutor", Pool)
+    four = tmp_path / "four"
+    result = export_hf(HFExportConfig(source=str(many), dest=str(four), row_group_rows=4))
+    assert result.written == 12 and 1 < peak[0] <= 4  # parallel, never more than 4 running
+    assert most[0] <= 4  # and never more than 4 submitted ahead
+    assert result.files == [str(four / "data" / data_file_name("train", i, 12)) for i in range(12)]
+    assert _files(four) == _files(one)
+    assert _meta(four) == _meta(one)
+    assert (four / "README.md").read_bytes() == (one / "README.md").read_bytes()
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        HFExportConfig(source=str(many), dest=str(four), workers=0)
+
+
+@pytest.mark.parametrize("how", ["a file fails", "interrupted"])
+def test_a_failure_with_workers_stops_the_export_and_leaves_no_card(
+    many, tmp_path, monkeypatch, how
+):
+    clean = tmp_path / "clean"
+    export_hf(HFExportConfig(source=str(many), dest=str(clean), workers=1))
+    real = export_hf_module._write_file
+    started, lock = [], threading.Lock()
+
+    def failing(source_url, stats, *a, **kw):
+        with lock:
+            started.append(stats.shard_id)
+        if how == "a file fails" and stats.shard_id == 2:
+            raise _Crash("shard 2 cannot be read")
+        time.sleep(0.2)  # the others are still running when the failure is seen
+        return real(source_url, stats, *a, **kw)
+
+    monkeypatch.setattr(export_hf_module, "_write_file", failing)
+    if how == "interrupted":  # Ctrl-C while the export waits for its files
+        monkeypatch.setattr(
+            export_hf_module.concurrent.futures,
+            "wait",
+            lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()),
+        )
+    dest = tmp_path / "hf"
+    with pytest.raises(_Crash if how == "a file fails" else KeyboardInterrupt):
+        export_hf(HFExportConfig(source=str(many), dest=str(dest), workers=4))
+    assert sorted(started) == [0, 1, 2, 3]  # the first window only: nothing submitted after it
+    assert not [t for t in threading.enumerate() if t.name.startswith("vecap-export-hf")]
+    assert not (dest / "README.md").exists()
+    published = sorted(os.listdir(dest / "data"))  # whole files only, each with its marker
+    expect = [0, 1, 3] if how == "a file fails" else [0, 1, 2, 3]
+    assert published == [data_file_name("train", i, 12) for i in expect]
+    for name in published:
+        assert (dest / "data" / name).read_bytes() == (clean / "data" / name).read_bytes()
+        assert (dest / ".vecap-export" / f"{name}.done.json").exists()
+
+    monkeypatch.undo()
+    rerun = export_hf(HFExportConfig(source=str(many), dest=str(dest)))
+    assert (rerun.written, rerun.skipped) == (12 - len(expect), len(expect))
+    assert _files(dest) == _files(clean) and _meta(dest) == _meta(clean)
+    assert (dest / "README.md").read_bytes() == (clean / "README.md").read_bytes()
 
 
 def test_older_outputs_without_engine_columns(tmp_path):
@@ -325,7 +492,7 @@ def test_older_outputs_without_engine_columns(tmp_path):
     assert got.schema.field("caption_engine").type == pa.string()
 
 
-def test_s3_destination(source, tmp_path, s3_server, hf_offline):
+def test_s3_destination(source, tmp_path, s3_server, hf_offline, monkeypatch):
     import datasets
     import s3fs
 
@@ -340,8 +507,15 @@ def test_s3_destination(source, tmp_path, s3_server, hf_offline):
     for name, data in _files(local).items():
         assert fs.cat_file(f"{dest}/data/{name}") == data
     assert fs.cat_file(f"{dest}/README.md") == (local / "README.md").read_bytes()
+    fs, _ = export_hf_module.fs_and_path(dest)
+    batched = []
+    cat = fs.cat
+    monkeypatch.setattr(
+        fs, "cat", lambda paths, **kw: batched.append(list(paths)) or cat(paths, **kw)
+    )
     again = export_hf(HFExportConfig(source=str(source), dest=dest))
     assert (again.written, again.skipped) == (0, 3)
+    assert [len(b) for b in batched] == [3]  # the 3 markers in one batched read (concurrent GETs)
     copy = tmp_path / "copy"
     fs.get(f"{dest}/", str(copy), recursive=True)
     ds = datasets.load_dataset(str(copy), cache_dir=str(hf_offline / "c"))
@@ -366,11 +540,15 @@ def test_cli(source, tmp_path, monkeypatch, capsys):
     assert "split test: 3 files" in capsys.readouterr().out
     assert sorted(os.listdir(dest / "data"))[0] == "test-00000-of-00003.parquet"
     assert _cli(monkeypatch, ["export-hf", str(source), "--dest", str(tmp_path / "b")]) == 0
+    one = ["export-hf", str(source), str(tmp_path / "w1"), "--workers", "1", "--split", "test"]
+    assert _cli(monkeypatch, one + ["--caption", "visual"]) == 0
+    assert _files(tmp_path / "w1") == _files(dest)  # --workers 1 and the default: same files
     capsys.readouterr()
     bad = [
         (["export-hf", str(source), str(dest), "--dest", str(tmp_path / "c")], "two destinations"),
         (["export-hf", str(source)], "give the destination"),
         (["export-hf", str(source), str(dest), "--split", "a-b"], "split 'a-b'"),
+        (["export-hf", str(source), str(dest), "--workers", "0"], "workers must be >= 1"),
         (["export-hf", str(tmp_path / "nothing"), str(dest)], "no committed shards"),
     ]
     for argv, message in bad:
