@@ -23,8 +23,9 @@ Commit, as the vecap writer commits: a tar is published whole (local disk: a tem
 fsynced, then renamed; object stores: one upload of a finished local file, which S3 and GCS make
 visible only when complete), then ``DEST/part-00042.count.json`` (samples, rows skipped by
 reason, the source parquet, the tar's size and sha256) is created only if absent: that is the
-commit. A rerun skips shards with a count file and rewrites a tar that has none (killed between
-the two). Tars are byte-for-byte reproducible (fixed member order and mtime), so an interrupted
+commit. Right before publishing, a tar whose count file a concurrent export of the same DEST
+has meanwhile created is dropped, not uploaded over the committed one. A rerun skips shards
+with a count file and rewrites a tar that has none (killed between the two). Tars are byte-for-byte reproducible (fixed member order and mtime), so an interrupted
 export plus a rerun gives exactly the files of an uninterrupted one.
 
 Memory: one parquet row group (256 rows by default) per worker, plus the tar being written to
@@ -43,8 +44,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 import fsspec
@@ -59,6 +61,7 @@ from pipeline.errors import ConfigError, InputNotFoundError, OutputError, UsageE
 from pipeline.io.export_json import CAPTION_COLUMNS, _nonblank
 from pipeline.io.shard_files import (
     CommitNotSupported,
+    _list_entries,
     committed_parquet_name,
     committed_parquet_path,
     committed_shards,
@@ -66,6 +69,7 @@ from pipeline.io.shard_files import (
     put_bytes,
     put_if_absent,
 )
+from schemas.record import RECORD_SCHEMA
 from schemas.stats import ShardStats, shard_stem
 from schemas.status import Status
 
@@ -216,8 +220,12 @@ def _iter_samples(
 
 
 def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """The column ``name``, or (an older output lacks it) nulls of the record's type: untyped
+    nulls have no kernels for fill_null, binary_length or the blank test."""
     i = batch.schema.get_field_index(name)
-    return batch.column(i) if i >= 0 else pa.nulls(batch.num_rows)
+    if i >= 0:
+        return batch.column(i)
+    return pa.nulls(batch.num_rows, RECORD_SCHEMA.field(name).type)
 
 
 def _batch_samples(
@@ -312,6 +320,16 @@ def _publish(fs: fsspec.AbstractFileSystem, local_tmp: str, final: str) -> None:
         fs.put_file(local_tmp, final)  # one upload; S3/GCS show the object only when complete
 
 
+def _committed_count(fs: fsspec.AbstractFileSystem, path: str) -> TarCount | None:
+    """The count file at ``path`` as DEST holds it now (not a cached listing), or None."""
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)  # s3fs/gcsfs cache listings: another export may have written
+    try:
+        return TarCount.from_json(fs.cat_file(path), path)
+    except FileNotFoundError:
+        return None
+
+
 def _commit(fs: fsspec.AbstractFileSystem, path: str, count: TarCount) -> bool:
     try:
         return put_if_absent(fs, path, count.to_json())
@@ -352,13 +370,25 @@ def export_shard(
                 f"{parquet}: {samples + sum(skipped.values())} rows read, its stats file says "
                 f"{stats.rows}; refusing to commit {tar_name(sid)}"
             )
-        _publish(fs, tmp, final)
+        # a concurrent export of this DEST that committed the shard meanwhile has the tar
+        # the commit names: do not overwrite it (the window left is this check to the upload)
+        winner = _committed_count(fs, count_path)
+        if winner is None:
+            _publish(fs, tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+    if winner is not None:
+        if winner.tar_sha256 != count.tar_sha256:
+            raise RuntimeError(
+                f"{final}: another export with other options ({winner.caption!r}) committed "
+                f"this tar while this one ({config.caption!r}) wrote it; its tar stands, this "
+                "export stops: one export per DEST at a time"
+            )
+        return winner
     if _commit(fs, count_path, count):
         return count
-    # another export of this DEST committed the shard while this one wrote it
+    # another export of this DEST committed the shard between the check and the upload
     winner = TarCount.from_json(fs.cat_file(count_path), count_path)
     if winner.tar_sha256 != count.tar_sha256:
         raise RuntimeError(
@@ -376,11 +406,12 @@ def _existing_counts(fs: fsspec.AbstractFileSystem, dest: str) -> dict[int, TarC
     with contextlib.suppress(Exception):
         fs.invalidate_cache(dest)  # s3fs/gcsfs cache listings: another process wrote here
     try:
-        names = [e["name"] for e in fs.ls(dest, detail=True) if e.get("type") != "directory"]
+        # count files are part-NNNNN.count.json: the output listing's key prefixes fit DEST too
+        entries = _list_entries(fs, dest)
     except FileNotFoundError:
         return {}
     paths: dict[str, int] = {}
-    for name in names:
+    for name in (e["name"] for e in entries if e.get("type") != "directory"):
         base = name.rstrip("/").rsplit("/", 1)[-1]
         stem = base[: -len(COUNT_SUFFIX)] if base.endswith(COUNT_SUFFIX) else ""
         if stem.startswith("part-") and stem[5:].isdigit():
@@ -469,13 +500,36 @@ def _export_all(
             stop.set()
             raise
 
-    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="export-wds") as pool:
-        futures = [pool.submit(one, s) for s in todo]
-    # the pool has drained: raise the first failure in shard order, else every count is there
-    for fut in futures:
-        if fut.exception() is not None:
-            raise fut.exception()
-    return [c for c in (f.result() for f in futures) if c is not None]
+    # a bounded window, not the whole list queued: an interrupt (Ctrl-C) or a failure leaves
+    # at most this many shards to cancel or finish, instead of the pool draining every shard
+    window = 2 * config.workers
+    queue = iter(todo)
+    in_flight: dict[Future, int] = {}  # future -> its shard id
+    finished: dict[int, Future] = {}
+    pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="export-wds")
+    try:
+        for s in islice(queue, window):
+            in_flight[pool.submit(one, s)] = s.shard_id
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                finished[in_flight.pop(fut)] = fut
+            if stop.is_set():
+                continue  # a worker failed: let the running shards finish, start no more
+            for s in islice(queue, len(done)):
+                in_flight[pool.submit(one, s)] = s.shard_id
+    except BaseException:  # KeyboardInterrupt included: stop here, not after every shard
+        stop.set()
+        # queued shards are cancelled; the running ones (at most `workers`) finish, commit or
+        # clean up their temporary, so no thread outlives the call
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    # raise the first failure in shard order, else every count is there
+    for sid in sorted(finished):
+        if finished[sid].exception() is not None:
+            raise finished[sid].exception()
+    return [c for c in (finished[sid].result() for sid in sorted(finished)) if c is not None]
 
 
 def _totals(result: WdsExportResult, counts: Mapping[int, TarCount]) -> None:

@@ -3,14 +3,18 @@ the release export, and commits that survive a crash (local disk and the loopbac
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import io
 import json
 import os
 import sys
+import threading
+import time
 import uuid
 
 import fsspec
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -388,3 +392,110 @@ def test_missing_webdataset_is_one_line_naming_the_extra(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and INSTALL_HINT in err
     assert not (tmp_path / "wds").exists()  # refused before any work
+
+
+def _count_files(dest: str) -> list[str]:
+    return sorted(name for name in _files(dest) if name.endswith(".count.json"))
+
+
+def test_ctrl_c_with_workers_stops_the_export_instead_of_draining_every_shard(
+    tmp_path, monkeypatch
+):
+    out = str(tmp_path / "out")
+    write_synthetic_output(out, shards=16, rows_per_shard=2, in_progress=0, seed=9)
+    dest = str(tmp_path / "wds")
+    real_export = export_wds_module.export_shard
+    interrupted: list[int] = []
+
+    def slow_export(*args, **kwargs):
+        time.sleep(0.15)
+        count = real_export(*args, **kwargs)
+        if not interrupted:  # Ctrl-C once the first shard is committed: SIGINT's own path
+            interrupted.append(count.shard_id)
+            _thread.interrupt_main()
+        return count
+
+    monkeypatch.setattr(export_wds_module, "export_shard", slow_export)
+    with pytest.raises(KeyboardInterrupt):
+        export_wds(WdsExportConfig(source=out, dest=dest, workers=2))
+    committed = _count_files(dest)
+    # only the shards running at the interrupt finished (2 workers, a window of 4), not all 16
+    assert 1 <= len(committed) <= 4
+    assert not [t for t in threading.enumerate() if t.name.startswith("export-wds")]
+    time.sleep(0.5)  # nothing keeps exporting behind the caller's back
+    assert _count_files(dest) == committed
+    assert not [n for n in _files(dest) if ".tmp-" in n]
+    monkeypatch.undo()
+    res = export_wds(WdsExportConfig(source=out, dest=dest, workers=2))
+    assert (res.already_done, res.written_now, res.shards) == (
+        len(committed),
+        16 - len(committed),
+        16,
+    )
+
+
+def test_an_older_output_without_flag_engine_or_caption_columns_exports(tmp_path):
+    out = str(tmp_path / "old")
+    rows = _mixed_rows()
+    write_shard(WriterConfig(output=out), 7, rows, len(rows))
+    (parquet,) = committed_parquet_urls(out).values()
+    dropped = ("ethics_flagged", "caption_engine", "fusion_engine", "visual_caption")
+    pq.write_table(pq.read_table(parquet).drop_columns(list(dropped)), parquet)
+
+    res = export_wds(WdsExportConfig(source=out, dest=str(tmp_path / "fused")))
+    # no flag column: nothing is flagged, so row 6 is in
+    assert res.samples == 4 and res.skipped == {
+        "not_ok": 2,
+        "no_image": 1,
+        "not_an_image": 1,
+        "no_caption": 1,
+    }
+    samples = _read_back(_tar_urls(str(tmp_path / "fused"), tmp_path))
+    assert {k[-1]: t for k, _, t, _ in samples} == {"0": "F0", "1": "F1", "5": "F5", "6": "F6"}
+    for _, _, _, meta in samples:
+        assert all(meta[c] is None for c in dropped)
+    # no visual caption column: every row that reaches the caption test has none
+    res = export_wds(WdsExportConfig(source=out, dest=str(tmp_path / "v"), caption="visual"))
+    assert res.samples == 0 and res.skipped == {"not_ok": 2, "no_image": 1, "no_caption": 6}
+
+
+def test_dest_is_listed_by_the_concurrent_prefix_listing(four_shards, s3_server, monkeypatch):
+    out, reference = four_shards
+    dest = f"s3://vecap-test/{uuid.uuid4().hex[:12]}/wds"
+    export_wds(WdsExportConfig(source=out, dest=dest))
+    listed: list[str] = []
+    real = export_wds_module._list_entries
+
+    def spy(fs, root):
+        listed.append(root)
+        return real(fs, root)
+
+    monkeypatch.setattr(export_wds_module, "_list_entries", spy)
+    res = export_wds(WdsExportConfig(source=out, dest=dest))
+    assert (res.already_done, res.written_now) == (4, 0)
+    assert listed == [fsspec.core.url_to_fs(dest)[1]]
+    assert _files(dest) == reference
+
+
+def test_a_concurrent_commit_is_not_overwritten_by_the_losing_export(
+    four_shards, store_root, monkeypatch
+):
+    """Another export (--caption fused) commits shard 0 while this one (--caption alt) writes
+    it: the winner's tar stays as its count file describes it."""
+    out, reference = four_shards
+    dest = f"{store_root}/wds"
+    fs, root = fsspec.core.url_to_fs(dest)
+    real = export_wds_module._write_tar
+
+    def write_while_another_commits(path, parquet, stats, config):
+        got = real(path, parquet, stats, config)
+        if stats.shard_id == 0:
+            fs.pipe_file(f"{root}/{tar_name(0)}", reference[tar_name(0)])
+            fs.pipe_file(f"{root}/{count_name(0)}", reference[count_name(0)])
+        return got
+
+    monkeypatch.setattr(export_wds_module, "_write_tar", write_while_another_commits)
+    with pytest.raises(RuntimeError, match="another export with other options"):
+        export_wds(WdsExportConfig(source=out, dest=dest, caption="alt", workers=1))
+    files = _files(dest)
+    assert files == {n: reference[n] for n in (tar_name(0), count_name(0))}
