@@ -24,6 +24,14 @@ a GPU stage's GPU-hours are the part of ``held`` attributed to it by its share `
 not utilisation (a GPU idle inside the stage still counts), and under the linear assumption they
 do not depend on the GPU count: ``held = pilot_gpus * B * rows_planned / rows_measured / 3600``.
 
+Only one fleet's shards are measured: an output's runs may have run on different fleets (a pilot
+on one local GPU, the job continued on Dataflow with 64), and their intervals merged and scaled
+as one would be wrong both ways. Each run records its fleet in the manifest
+(``runs[i]["fleet"]``: GPU, runner options, --gpus); runs alike in GPU type, GPUs per machine and
+machines form a fleet, and a shard belongs to the run whose [started_at, finished_at] holds its
+commit time. The fleet measured is that of the latest run that committed shards, or ``--run``'s;
+the shards left out are counted with the reason.
+
 Another GPU type than the pilot's is refused, not scaled: caption and fusion throughput depends
 on the GPU's memory bandwidth, KV-cache size (rows at once), dtype (no bf16 below Ampere) and the
 engine, so any fixed ratio table would be a made-up number dressed as a measurement; a pilot on
@@ -79,6 +87,13 @@ class Fleet:
     source: str  # where the figure comes from
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    shards: int
+    runs: tuple[str, ...]  # the runs they were committed in; () when in none's window
+    why: str
+
+
 @dataclass
 class Estimate:
     output: str
@@ -98,6 +113,8 @@ class Estimate:
     rows_committed: int  # the continuation's share of the projection is the rows not committed
     overhead_s: float | None  # the runs' seconds outside the busy wall (fixed costs)
     notes: list[str] = field(default_factory=list)
+    runs_measured: tuple[str, ...] = ()  # the runs (one fleet) whose shards were measured
+    left_out: tuple[LeftOut, ...] = ()  # committed shards with timings not measured, and why
 
     @property
     def left_share(self) -> float:
@@ -228,51 +245,79 @@ def _machines(beam_args: list[str]) -> tuple[int | None, str]:
     return None, f"{runner}: its machines are not recorded"
 
 
-def _picked_gpus(config: Mapping[str, Any], stages: Collection[str]) -> int | None:
+def _picked_gpus(record: Mapping[str, Any]) -> int | None:
     """GPUs a machine's engines were placed on, when every model stage names them (--gpus)."""
     from pipeline.generation.devices import parse_gpus
 
     picked: set[int] = set()
-    for section, stage in (("caption", "caption"), ("ethics", "ethics"), ("fusion", "fuse")):
-        gen = (config.get(section) or {}).get("generation") or {}
-        if stage not in stages or not gen:
-            continue
-        chosen = parse_gpus(gen.get("gpus"))
+    for spec in (record.get("stage_gpus") or {}).values():
+        chosen = parse_gpus(spec)
         if chosen is None:
             return None
         picked.update(chosen)
     return len(picked) or None
 
 
-def pilot_fleet(manifest: Mapping[str, Any], pilot_gpus: int | None = None) -> Fleet:
-    """The GPUs the measured shards ran on, from the manifest's GPU plan and runner options."""
+def _top_level_record(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fleet record of the latest run, from the manifest's top level (None: no gpu_plan)."""
+    from pipeline.manifest import fleet_record
+
     plan = manifest.get("gpu_plan")
-    gpu = (plan or {}).get("gpu")
-    gpu_type = None if gpu is None else gpu_type_of(gpu) or gpu.get("name")
-    if pilot_gpus is not None:
-        return Fleet(pilot_gpus, gpu_type, "--pilot-gpus")
     if plan is None:
-        return Fleet(None, None, "the manifest has no gpu_plan (written by an older vecap)")
-    if not plan.get("engines"):
-        return Fleet(0, None, "no model stage ran on vecap's GPUs (download only, or openai)")
-    config = manifest.get("config") or {}
-    run = config.get("run") or {}
-    machines, how = _machines(list(run.get("beam_args") or []))
+        return None
+    return fleet_record(plan, manifest.get("config") or {}, manifest.get("stages") or MODEL_STAGES)
+
+
+FleetKey = tuple[Any, ...]  # (GPU type, GPUs per machine, machines): runs alike measure together
+
+
+def run_fleet(record: Mapping[str, Any] | None) -> tuple[Fleet, FleetKey]:
+    """The GPUs of one run (its ``fleet`` record, see :func:`pipeline.manifest.fleet_record`),
+    and the key that groups it with the runs on the same fleet."""
+    if record is None:
+        return Fleet(None, None, "the manifest has no gpu_plan (written by an older vecap)"), (
+            None,
+            None,
+            None,
+        )
+    gpu = record.get("gpu")
+    gpu_type = None if gpu is None else gpu_type_of(gpu) or gpu.get("name")
+    machines, how = _machines(list(record.get("beam_args") or []))
+    if not record.get("gpu_stages"):
+        return Fleet(0, None, "no model stage ran on vecap's GPUs (download only, or openai)"), (
+            None,
+            0,
+            machines,
+        )
     if gpu is None:
-        if machines == 1 and plan.get("gpu_source") == "unknown":
-            return Fleet(0, None, f"{how}, no GPU: the models ran on the CPU")
-        return Fleet(None, None, f"the job's GPU is not recorded ({how})")
-    if machines is None:
-        return Fleet(None, gpu_type, how)
+        if machines == 1 and record.get("gpu_source") == "unknown":
+            return Fleet(0, None, f"{how}, no GPU: the models ran on the CPU"), (None, 0, 1)
+        return Fleet(None, None, f"the job's GPU is not recorded ({how})"), (None, None, machines)
     per_machine = int(gpu.get("count") or 1)
-    picked = _picked_gpus(config, manifest.get("stages") or MODEL_STAGES)
+    picked = _picked_gpus(record)
     if picked is not None:
         per_machine = min(per_machine, picked)
+    if machines is None:
+        return Fleet(None, gpu_type, how), (gpu_type, per_machine, None)
     source = (
         f"{how}: {machines} machine(s) x {per_machine} GPU(s), the GPU from the manifest's "
-        f"gpu_plan ({plan.get('gpu_source')})"
+        f"gpu_plan ({record.get('gpu_source')})"
     )
-    return Fleet(machines * per_machine, gpu_type, source)
+    return Fleet(machines * per_machine, gpu_type, source), (gpu_type, per_machine, machines)
+
+
+def pilot_fleet(
+    manifest: Mapping[str, Any],
+    pilot_gpus: int | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> Fleet:
+    """The GPUs the measured shards ran on: ``run``'s fleet record (default: the latest run's,
+    from the manifest's GPU plan and runner options)."""
+    record = (run or {}).get("fleet") if run is not None else None
+    fleet, _ = run_fleet(record if record is not None else _top_level_record(manifest))
+    if pilot_gpus is not None:
+        return Fleet(pilot_gpus, fleet.gpu_type, "--pilot-gpus")
+    return fleet
 
 
 def full_fleet(pilot: Fleet, gpus: int | None, gpu_type: str | None) -> Fleet:
@@ -311,18 +356,153 @@ def full_fleet(pilot: Fleet, gpus: int | None, gpu_type: str | None) -> Fleet:
     return Fleet(gpus, pilot.gpu_type, "--gpus")
 
 
+# --------------------------------------------------------------------------- one fleet's runs
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The runs of one fleet and the committed shards they wrote (what is measured)."""
+
+    runs: tuple[Mapping[str, Any], ...]
+    labels: tuple[str, ...]
+    fleet: Fleet
+    gpu_stages: frozenset[str]
+    shards: dict[int, ShardStats]
+    left_out: tuple[LeftOut, ...]
+    notes: tuple[str, ...]
+
+
+def _label(i: int, run: Mapping[str, Any]) -> str:
+    return f"#{i + 1}" + (f" {run['run_id']}" if run.get("run_id") else "")
+
+
+def _timed(s: ShardStats) -> bool:
+    return s.rows > 0 and s.started_at > 0 and s.finished_at > 0
+
+
+def _find_run(runs: list[Mapping[str, Any]], ref: str) -> int:
+    """``--run``: a run's id, or its number in the manifest's runs (1 = the first; #N too)."""
+    ref = str(ref).strip()
+    for i, run in enumerate(runs):
+        if run.get("run_id") == ref:
+            return i
+    number = ref.removeprefix("#")
+    if number.isdigit() and 1 <= int(number) <= len(runs):
+        return int(number) - 1
+    known = ", ".join(_label(i, r) for i, r in enumerate(runs)) or "none"
+    raise EstimateError(f"--run {ref}: no such run in the manifest (its runs: {known})")
+
+
+def _windows(runs: list[Mapping[str, Any]]) -> list[tuple[float, float] | None]:
+    """Each run's [started_at, finished_at]; a run without an end (killed, or still running)
+    ends where the next one starts. One job per output: the windows do not overlap."""
+    out: list[tuple[float, float] | None] = []
+    for i, run in enumerate(runs):
+        start = run.get("started_at")
+        end = run.get("finished_at")
+        if end is None:
+            end = runs[i + 1].get("started_at") if i + 1 < len(runs) else None
+        out.append(None if start is None else (float(start), float("inf") if end is None else end))
+    return out
+
+
+def _owner(windows: list[tuple[float, float] | None], t: float) -> int | None:
+    """The run whose window holds the commit time ``t``."""
+    held = [i for i, w in enumerate(windows) if w is not None and w[0] <= t <= w[1]]
+    return held[-1] if held else None
+
+
+def select_runs(
+    manifest: Mapping[str, Any], done: Mapping[int, ShardStats], run_ref: str | None = None
+) -> Selection:
+    """The shards to measure: those committed inside the runs of ONE fleet (GPU type, GPUs per
+    machine, machines), by default the fleet of the latest run that committed any; ``run_ref``
+    (--run) picks the fleet of that run. Times from different fleets are never merged."""
+    runs: list[Mapping[str, Any]] = list(manifest.get("runs") or []) or [{}]
+    recorded = any("fleet" in r for r in runs)
+    fleets: list[tuple[Fleet, FleetKey, dict[str, Any] | None] | None] = []
+    for i, run in enumerate(runs):
+        if "fleet" in run:
+            record = run["fleet"]
+        elif i == len(runs) - 1 or not recorded:  # the top level is the latest run's
+            record = _top_level_record(manifest)
+        else:
+            fleets.append(None)  # an older vecap's run: its fleet is not known
+            continue
+        fleets.append((*run_fleet(record), record))
+    notes: list[str] = []
+    if not recorded and len(runs) > 1:
+        notes.append(
+            "the manifest records no fleet per run (an older vecap): every run is taken to have "
+            "run on the latest run's fleet"
+        )
+    chosen = None if run_ref is None else _find_run(runs, run_ref)
+    if chosen is not None and fleets[chosen] is None:
+        raise EstimateError(
+            f"--run {run_ref}: the manifest does not record that run's fleet (an older vecap); "
+            "estimate from a run of this vecap"
+        )
+    keys = {f[1] for f in fleets if f is not None}
+    if None not in fleets and len(keys) == 1:  # one fleet: every committed shard, as ever
+        index = len(runs) - 1 if chosen is None else chosen
+        members = list(range(len(runs)))
+        measured = dict(done)
+        left: list[LeftOut] = []
+    else:
+        windows = _windows(runs)
+        owner = {sid: _owner(windows, s.finished_at) for sid, s in done.items() if _timed(s)}
+        if chosen is None:  # the latest run that committed shards (or the latest run)
+            wrote = [j for j in owner.values() if j is not None and fleets[j] is not None]
+            chosen = max(wrote) if wrote else len(runs) - 1
+        index = chosen
+        key = fleets[index][1]
+        members = [j for j, f in enumerate(fleets) if f is not None and f[1] == key]
+        measured = {sid: done[sid] for sid, j in owner.items() if j in members}
+        left = _left_out(runs, fleets, owner, members)
+    fleet, _, record = fleets[index]
+    if record is None:  # an older manifest: vecap's model stages
+        gpu_stages = set(MODEL_STAGES) & set(manifest.get("stages") or MODEL_STAGES)
+    else:
+        gpu_stages = set(record.get("gpu_stages") or ())
+    return Selection(
+        runs=tuple(runs[j] for j in members),
+        labels=tuple(_label(j, runs[j]) for j in members),
+        fleet=fleet,
+        gpu_stages=frozenset(gpu_stages),
+        shards=measured,
+        left_out=tuple(left),
+        notes=tuple(notes),
+    )
+
+
+def _left_out(runs, fleets, owner, members) -> list[LeftOut]:
+    """The timed shards not measured, grouped by why: another fleet (one group per fleet), a
+    run whose fleet is not recorded, or a commit time in no run's window."""
+    groups: dict[str, tuple[list[int], set[int]]] = {}
+    for j in owner.values():
+        if j in members:
+            continue
+        if j is None:
+            why = "committed outside every recorded run's [started_at, finished_at]"
+        elif fleets[j] is None:
+            why = "the run's fleet is not recorded (an older vecap)"
+        else:
+            why = f"another fleet: {_fleet(fleets[j][0])}"
+        count, in_runs = groups.setdefault(why, ([0], set()))
+        count[0] += 1
+        if j is not None:
+            in_runs.add(j)
+    return [
+        LeftOut(count[0], tuple(_label(j, runs[j]) for j in sorted(in_runs)), why)
+        for why, (count, in_runs) in groups.items()
+    ]
+
+
 # --------------------------------------------------------------------------- the output
 
 
-def _gpu_stages(manifest: Mapping[str, Any]) -> set[str]:
-    plan = manifest.get("gpu_plan")
-    if plan is None:  # an older manifest: vecap's model stages
-        return set(MODEL_STAGES) & set(manifest.get("stages") or MODEL_STAGES)
-    return {stage for engine in plan.get("engines") or [] for stage in engine.get("stages", [])}
-
-
-def _overhead(manifest: Mapping[str, Any], busy: float) -> float | None:
-    runs = [r for r in manifest.get("runs") or [] if r.get("shards_written") and "seconds" in r]
+def _overhead(runs: Iterable[Mapping[str, Any]], busy: float) -> float | None:
+    runs = [r for r in runs if r.get("shards_written") and "seconds" in r]
     if not runs:
         return None
     return max(sum(float(r["seconds"]) for r in runs) - busy, 0.0)
@@ -354,6 +534,7 @@ def estimate_output(
     gpus: Any = None,
     gpu_type: str | None = None,
     pilot_gpus: Any = None,
+    run: str | None = None,
 ) -> Estimate:
     from pipeline.io.shard_files import committed_shards
     from pipeline.manifest import read_manifest
@@ -376,8 +557,9 @@ def estimate_output(
         raise EstimateError(
             f"{output}: no committed shards yet; run a pilot first (vecap run ... --max-shards N)"
         )
-    measured = measure(done.values(), _gpu_stages(manifest))
-    notes: list[str] = []
+    chosen = select_runs(manifest, done, run)
+    measured = measure(chosen.shards.values(), chosen.gpu_stages)
+    notes: list[str] = list(chosen.notes)
     shards_planned = int(plan["shards_planned"])
     if plan.get("rows_planned") is not None:
         rows_planned, rows_source = int(plan["rows_planned"]), "the manifest's plan"
@@ -389,10 +571,12 @@ def estimate_output(
             "the manifest has no rows_planned (an older vecap): rerun the pilot command once "
             "(it redoes nothing) to record the exact figure"
         )
-    pilot = pilot_fleet(manifest, pilot_gpus)
+    pilot = chosen.fleet
+    if pilot_gpus is not None:
+        pilot = Fleet(pilot_gpus, pilot.gpu_type, "--pilot-gpus")
     fleet = full_fleet(pilot, gpus, gpu_type)
     scale, stage_wall, wall, gpu_hours, held = project(measured, rows_planned, pilot, fleet)
-    if len(done) >= shards_planned:
+    if len(done) >= shards_planned and not chosen.left_out:
         notes.append("every planned shard is committed: these are the job's own figures")
     if fleet.gpus is None:
         notes.append("GPU-hours not estimated: the GPU count is not known (--pilot-gpus N)")
@@ -419,8 +603,10 @@ def estimate_output(
         gpu_hours=gpu_hours,
         gpu_hours_held=held,
         rows_committed=sum(s.rows for s in done.values()),
-        overhead_s=_overhead(manifest, measured.busy_wall_s),
+        overhead_s=_overhead(chosen.runs, measured.busy_wall_s),
         notes=notes,
+        runs_measured=chosen.labels,
+        left_out=chosen.left_out,
     )
 
 
@@ -463,6 +649,16 @@ def format_estimate(e: Estimate) -> str:
             "between waves): a fixed cost per run, not projected"
         )
     lines.append(f"pilot fleet: {_fleet(e.pilot_fleet)}")
+    if e.left_out:  # several fleets: only one's shards are measured
+        lines.append(
+            f"runs measured: {', '.join(e.runs_measured)} (one fleet: {m.shards} shards); "
+            "the shards of other runs are left out (--run RUN picks another run's fleet):"
+        )
+        for lo in e.left_out:
+            where = f" of run(s) {', '.join(lo.runs)}" if lo.runs else ""
+            lines.append(f"  left out: {lo.shards} shard(s){where}: {lo.why}")
+    elif len(e.runs_measured) > 1:
+        lines.append(f"runs measured: {', '.join(e.runs_measured)} (all on one fleet)")
     pilot_gpus = e.pilot_fleet.gpus or 0
     lines.append(f"{'stage':<10}{'shard-s':>11}{'share':>8}{'wall s/row':>13}{'GPU-s/row':>12}")
     for f in m.stages:
@@ -516,7 +712,9 @@ __all__ = [
     "Estimate",
     "EstimateError",
     "Fleet",
+    "LeftOut",
     "Measured",
+    "Selection",
     "StageFigure",
     "estimate_output",
     "format_estimate",
@@ -525,4 +723,6 @@ __all__ = [
     "measure",
     "pilot_fleet",
     "project",
+    "run_fleet",
+    "select_runs",
 ]

@@ -195,6 +195,28 @@ def start_manifest(
     return manifest
 
 
+def fleet_record(
+    gpu_plan: dict[str, Any], config: dict[str, Any], stages: list[str]
+) -> dict[str, Any]:
+    """What a run's fleet was, for ``runs[i]["fleet"]``: the top-level ``gpu_plan`` and
+    ``config`` are the LATEST run's, and a pilot on one GPU continued on a Dataflow fleet must
+    not be measured as if it ran there (``vecap estimate`` groups runs by this record)."""
+    stage_gpus = {}
+    for section, stage in (("caption", "caption"), ("ethics", "ethics"), ("fusion", "fuse")):
+        gen = (config.get(section) or {}).get("generation") or {}
+        if stage in stages and gen:
+            stage_gpus[stage] = gen.get("gpus")  # --gpus: the GPUs of a machine it was put on
+    return {
+        "gpu": gpu_plan.get("gpu"),
+        "gpu_source": gpu_plan.get("gpu_source"),
+        "gpu_stages": sorted(
+            {s for engine in gpu_plan.get("engines") or [] for s in engine.get("stages", [])}
+        ),
+        "beam_args": list((config.get("run") or {}).get("beam_args") or []),
+        "stage_gpus": stage_gpus,
+    }
+
+
 def finish_manifest(
     manifest: dict[str, Any], *, status: str, summary: dict[str, Any]
 ) -> dict[str, Any]:
@@ -212,6 +234,7 @@ def finish_manifest(
 __all__ = [
     "MANIFEST_NAME",
     "finish_manifest",
+    "fleet_record",
     "manifest_path",
     "package_versions",
     "prompt_record",

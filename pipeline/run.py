@@ -45,6 +45,7 @@ from pipeline.io.writer import (
 )
 from pipeline.manifest import (
     finish_manifest,
+    fleet_record,
     prompt_record,
     read_manifest,
     start_manifest,
@@ -414,6 +415,10 @@ def run_pipeline(
         plan=plan.summary(),
     )
     manifest["gpu_plan"] = gpu_plan.summary()
+    # per run too: the top-level plan is the latest run's (vecap estimate groups runs by fleet)
+    manifest["runs"][-1]["fleet"] = fleet_record(
+        manifest["gpu_plan"], manifest["config"], manifest["stages"]
+    )
     keeper = _claim_output(config, manifest, stream)
     try:
         if on_start is not None:
@@ -438,9 +443,10 @@ def _claim_output(
     heartbeat; refuse if another launcher claimed the output at the same moment."""
     output = config.run.output
     run = new_run_record(config.run.heartbeat_s)
+    runs = [*manifest["runs"][:-1], {**manifest["runs"][-1], "run_id": run["run_id"]}]
     keeper = ManifestKeeper(
         output,
-        {**manifest, "run": run},
+        {**manifest, "run": run, "runs": runs},
         write_manifest,
         heartbeat_s=config.run.heartbeat_s,
         stream=stream,

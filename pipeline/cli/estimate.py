@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with autoscaling); 0: the models ran on the CPU",
     )
     p.add_argument(
+        "--run",
+        default=None,
+        metavar="RUN_ID",
+        help="measure the fleet of this run (its run id, or its number in the manifest's runs); "
+        "default: the latest run that committed shards. Runs on other fleets are left out",
+    )
+    p.add_argument(
         "--json", action=argparse.BooleanOptionalAction, default=False, help="print JSON"
     )
     p.set_defaults(func=_estimate)
@@ -48,7 +55,11 @@ def _estimate(args: argparse.Namespace) -> int:
     from pipeline.estimate import estimate_output, format_estimate
 
     estimate = estimate_output(
-        args.output, gpus=args.gpus, gpu_type=args.gpu_type, pilot_gpus=args.pilot_gpus
+        args.output,
+        gpus=args.gpus,
+        gpu_type=args.gpu_type,
+        pilot_gpus=args.pilot_gpus,
+        run=args.run,
     )
     print(json.dumps(estimate.to_dict(), indent=2) if args.json else format_estimate(estimate))
     return 0

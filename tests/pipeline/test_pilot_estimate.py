@@ -17,6 +17,7 @@ from pipeline.config import ConfigError, build_pipeline_config
 from pipeline.estimate import (
     EstimateError,
     Fleet,
+    LeftOut,
     estimate_output,
     format_estimate,
     gpu_type_of,
@@ -269,6 +270,7 @@ def test_estimate_projects_the_plan_by_hand(tmp_path):
     assert e.gpu_hours == pytest.approx({"caption": 4 * 10.125 / 3600, "fuse": 4 * 2.8125 / 3600})
     assert e.overhead_s == pytest.approx(5.0)  # 20 s of run, 15 s of shards in flight
     assert e.pilot["shards"] == [0, 1, 2]
+    assert e.left_out == () and e.runs_measured == ("#1",)  # one run: every shard, as before
     # the same fleet as the pilot: twice the wall, the same GPU-hours
     same = estimate_output(out)
     assert same.fleet.gpus == 2 and same.wall_s == pytest.approx(45.0)
@@ -333,6 +335,150 @@ def test_estimate_fleet_rules(tmp_path):
     assert dl.pilot_fleet.gpus == 0 and not any(f.on_gpu for f in dl.measured.stages)
 
 
+# --------------------------------------------------------------------------- estimate: fleets
+
+LOCAL_H100x1 = {"name": "h100-80gb", "memory_gib": 79.6, "compute_capability": [9, 0], "count": 1}
+DATAFLOW_4 = ["--runner=DataflowRunner", "--num_workers=4"]
+# the continuation's shards on Dataflow: [2000, 2004] and [2002, 2006], 8 s of 20 rows
+FLEET2 = [
+    _stats(3, 10, 2000.0, 2004.0, read=0.5, download=1.0, caption=2.0, fuse=0.5),
+    _stats(4, 10, 2002.0, 2006.0, read=0.5, download=1.0, caption=2.0, fuse=0.5),
+]
+STRAY = _stats(5, 10, 1500.0, 1501.0, caption=1.0)  # committed between the two runs' windows
+
+
+def _fleet_record(gpu, beam_args):
+    return {
+        "gpu": gpu,
+        "gpu_source": "--gpu-type",
+        "gpu_stages": ["caption", "fuse"],
+        "beam_args": list(beam_args),
+        "stage_gpus": {"caption": None, "fuse": None},
+    }
+
+
+def _two_fleet_output(out: Path) -> str:
+    """A pilot on 1 local H100 (shards 0-2, run #1), continued on Dataflow with 4 machines of 2
+    H100s (shards 3, 4, run #2, still running); shard 5 in neither run's window."""
+    (out / "shards").mkdir(parents=True)
+    for s in [*SYNTHETIC, *FLEET2, STRAY]:
+        Path(stats_path(str(out), s.shard_id)).write_text(s.to_json())
+    write_manifest(
+        str(out),
+        {
+            "config": {"run": {"beam_args": DATAFLOW_4}},  # the top level: the latest run's
+            "stages": STAGES,
+            "plan": {"shards_planned": 6, "rows_planned": 60, "plan_fingerprint": "f"},
+            "gpu_plan": {
+                "gpu": H100x2,
+                "gpu_source": "--gpu-type",
+                "engines": [{"stages": ["caption"]}, {"stages": ["fuse"]}],
+            },
+            "runs": [
+                {
+                    "run_id": "r1",
+                    "started_at": 900.0,
+                    "finished_at": 1100.0,
+                    "pilot": {"flag": "--max-shards", "n": 3, "shards": [0, 1, 2]},
+                    "shards_written": 3,
+                    "seconds": 200.0,
+                    "fleet": _fleet_record(LOCAL_H100x1, []),
+                },
+                {
+                    "run_id": "r2",
+                    "started_at": 1990.0,
+                    "finished_at": None,
+                    "status": "running",
+                    "shards_written": 2,
+                    "seconds": 10.0,
+                    "fleet": _fleet_record(H100x2, DATAFLOW_4),
+                },
+            ],
+        },
+    )
+    return str(out)
+
+
+def test_estimate_measures_only_the_latest_fleet_by_hand(tmp_path):
+    out = _two_fleet_output(tmp_path / "o")
+    e = estimate_output(out)
+    # run #2 only: 4 machines x 2 H100s; shards 3, 4: busy 6 s (union), 20 rows, 8 shard-s
+    assert e.pilot_fleet.gpus == 8 and e.pilot_fleet.gpu_type == "h100-80gb"
+    assert (e.measured.shards, e.measured.rows) == (2, 20)
+    assert e.measured.busy_wall_s == pytest.approx(6.0)
+    assert e.runs_measured == ("#2 r2",)
+    # wall = 6 s x 60/20 rows = 18 s (the mixed figure would be (15 + 6) x 60/40 = 31.5 s)
+    assert e.wall_s == pytest.approx(18.0)
+    assert e.stage_wall_s["caption"] == pytest.approx(4 / 8 * 6 / 20 * 60)  # 9 s
+    assert e.gpu_hours_held == pytest.approx(8 * 18 / 3600)  # 0.04
+    assert e.gpu_hours["caption"] == pytest.approx(8 * 9 / 3600)
+    assert e.overhead_s == pytest.approx(10.0 - 6.0)  # run #2's seconds only
+    assert e.rows_committed == 50  # the continuation's share counts every committed row
+    assert e.left_out == (
+        LeftOut(2, ("#1 r1",), f"another fleet: {_pilot_fleet_text()}"),
+        LeftOut(1, (), "committed outside every recorded run's [started_at, finished_at]"),
+    )
+    text = format_estimate(e)
+    for figure in (
+        "measured: 20 rows in 2 shards",
+        "pilot fleet: 8 GPU(s) h100-80gb (DataflowRunner: --num_workers 4: 4 machine(s) x 2 GPU(s)",
+        "runs measured: #2 r2 (one fleet: 2 shards)",
+        "left out: 2 shard(s) of run(s) #1 r1: another fleet: 1 GPU(s) h100-80gb (local runner",
+        "left out: 1 shard(s): committed outside every recorded run's",
+        "18.0 s",
+    ):
+        assert figure in text, (figure, text)
+    assert "these are the job's own figures" not in text
+    data = json.loads(json.dumps(e.to_dict()))
+    assert data["runs_measured"] == ["#2 r2"] and data["left_out"][0]["shards"] == 2
+
+    # --run: the pilot's fleet, by id or by number: shards 0, 1 on 1 GPU, busy 15 s
+    pilot = estimate_output(out, run="r1")
+    assert pilot.pilot_fleet.gpus == 1 and pilot.measured.busy_wall_s == pytest.approx(15.0)
+    assert pilot.wall_s == pytest.approx(45.0) and pilot.runs_measured == ("#1 r1",)
+    assert pilot.overhead_s == pytest.approx(200.0 - 15.0)
+    assert estimate_output(out, run="#1", gpus=8).wall_s == pytest.approx(45.0 / 8)
+    assert [lo.shards for lo in pilot.left_out] == [2, 1]
+    with pytest.raises(EstimateError, match=r"--run r9: no such run .*#1 r1, #2 r2"):
+        estimate_output(out, run="r9")
+
+
+def _pilot_fleet_text() -> str:
+    """How the left-out pilot's fleet is printed (1 local H100)."""
+    from pipeline.estimate import _fleet, run_fleet
+
+    return _fleet(run_fleet(_fleet_record(LOCAL_H100x1, []))[0])
+
+
+def test_runs_on_one_fleet_are_measured_together(tmp_path):
+    """Two runs with the same fleet record: every committed shard, windows not needed."""
+    out = _two_fleet_output(tmp_path / "o")
+    manifest = read_manifest(out)
+    manifest["runs"][0]["fleet"] = manifest["runs"][1]["fleet"]
+    write_manifest(out, manifest)
+    e = estimate_output(out)
+    assert e.left_out == () and e.runs_measured == ("#1 r1", "#2 r2")
+    assert (e.measured.shards, e.measured.rows) == (5, 50)
+    assert e.measured.busy_wall_s == pytest.approx(15.0 + 1.0 + 6.0)
+    assert "runs measured: #1 r1, #2 r2 (all on one fleet)" in format_estimate(e)
+
+
+def test_older_manifests_without_per_run_fleets(tmp_path):
+    out = _two_fleet_output(tmp_path / "o")
+    manifest = read_manifest(out)
+    del manifest["runs"][0]["fleet"]  # a run of an older vecap, continued by this one
+    write_manifest(out, manifest)
+    e = estimate_output(out)
+    assert e.measured.shards == 2 and e.left_out[0].why.startswith("the run's fleet is not")
+    with pytest.raises(EstimateError, match="does not record that run's fleet"):
+        estimate_output(out, run="1")
+    del manifest["runs"][1]["fleet"]  # wholly an older vecap's: the top level, as before
+    write_manifest(out, manifest)
+    old = estimate_output(out)
+    assert old.left_out == () and old.measured.shards == 5 and old.pilot_fleet.gpus == 8
+    assert any("records no fleet per run" in n for n in old.notes)
+
+
 def test_gpu_type_of_driver_names():
     assert gpu_type_of({"name": "nvidia-l4"}) == "l4"
     smi = {"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.6, "compute_capability": [9, 0]}
@@ -394,6 +540,14 @@ def test_cli_pilot_then_estimate_on_its_output(vecap, table, tmp_path, capsys):
     assert vecap(argv) == 0  # the job itself: the other 3 shards
     assert "succeeded: 3 shards, 6 rows" in capsys.readouterr().out
     assert sorted(committed_shards(out)) == list(range(SHARDS))
+    # each run recorded its id and fleet; both ran here: one fleet, every shard measured
+    runs = read_manifest(out)["runs"]
+    assert [r["fleet"]["beam_args"] for r in runs] == [[], []] and runs[0]["run_id"]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    assert vecap(["estimate", out, "--run", runs[0]["run_id"]]) == 0
+    text = capsys.readouterr().out
+    assert "measured: 12 rows in 6 shards" in text and "left out" not in text
+    assert f"runs measured: #1 {runs[0]['run_id']}, #2 {runs[1]['run_id']}" in text
 
 
 @pytest.mark.parametrize(
@@ -405,6 +559,7 @@ def test_cli_pilot_then_estimate_on_its_output(vecap, table, tmp_path, capsys):
         (["estimate", "{out}", "--gpus", "many"], "--gpus must be a whole number >= 1"),
         (["estimate", "{out}", "--gpu-type", "l4"], "not scaled by a guessed ratio"),
         (["estimate", "{out}", "--pilot-gpus", "-1"], "--pilot-gpus must be a whole number >= 0"),
+        (["estimate", "{out}", "--run", "7"], "--run 7: no such run in the manifest"),
         (
             ["run", "--input", "x.csv", "--output", "{empty}", "--max-shards", "0"],
             "max_shards must",
