@@ -120,8 +120,11 @@ def finish_caption(
     if not caption:
         error = f"empty caption after cleaning (raw output {raw[:200]!r})"
         return failed_caption(record, error), FAILED_EMPTY
-    # a fused caption made from an earlier visual caption no longer describes this one
+    # a fused caption made from an earlier visual caption no longer describes this one, and an
+    # ethics verdict on it does not cover this one (the check reads the visual caption)
     captioned = record.without_fusion().replace(
+        ethics_flagged=None,
+        ethics_reason=None,
         visual_caption=caption,
         caption_model=config.recorded_model,
         caption_prompt_id=config.prompt_id,

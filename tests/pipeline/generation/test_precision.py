@@ -86,14 +86,17 @@ def test_a_row_captioned_on_another_engine_is_captioned_again(gpus):
 
 
 def test_captioning_records_the_engine_and_drops_a_stale_fused_caption(gpus):
-    """A fused caption made from the old visual caption must not survive a new one."""
+    """A fused caption (and an ethics verdict) made from the old visual caption must not
+    survive a new one."""
     gpus((8, 0))
     config = CaptionConfig(generation=GenerationConfig(model="m", backend="vllm"))
     old = _captioned("vllm/float16").replace(
         fused_caption="a cat on a mat", fusion_model="f", fusion_prompt_id="p",
-        fusion_engine="vllm/float16", fusion_source="llm",
+        fusion_engine="vllm/float16", fusion_source="llm", ethics_flagged=False,
+        ethics_reason=None,
     )  # fmt: skip
     new, outcome = finish_caption(old, "a dog on a sofa", config)
+    assert new.ethics_flagged is None  # the check must read the new caption
     assert outcome == "captioned" and new.visual_caption == "a dog on a sofa"
     assert new.caption_engine == "vllm/bfloat16"
     assert new.fused_caption is None and new.fusion_source is None and new.fusion_model is None
