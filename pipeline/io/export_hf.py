@@ -35,15 +35,10 @@ pure function of the shard, so a file published just before a crash is rewritten
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
-import hashlib
 import json
 import os
 import re
-import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from glob import has_magic  # the test fsspec.expand_path applies: such a path is globbed
@@ -54,21 +49,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, InputNotFoundError, OutputError, UsageError
-from pipeline.io.export_json import CAPTION_COLUMNS
+from pipeline.io.bounded_pool import run_bounded
+from pipeline.io.export_json import CAPTION_COLUMNS, release_masks
 from pipeline.io.shard_files import (
     CommitNotSupported,
     committed_parquet_name,
     committed_parquet_path,
     committed_shards,
+    file_sha256,
     fs_and_path,
     is_local,
+    publish_staged,
     put_bytes,
     put_if_absent,
+    staged_file,
 )
 from pipeline.manifest import read_manifest
 from schemas.record import RECORD_SCHEMA
 from schemas.stats import ShardStats
-from schemas.status import Status
 
 INSTALL_HINT = "vecap export-hf needs the datasets library: pip install 'vecap[hf]'"
 PLAN_FORMAT = "vecap-export-hf/1"
@@ -193,10 +191,9 @@ def _nonblank(arr: pa.Array) -> pa.Array:
 def release_caption(batch: pa.RecordBatch, caption: str, include_flagged: bool) -> pa.Array:
     """The row's caption by the release export's rule (module docstring), null where it has none."""
     text = batch.column(CAPTION_COLUMNS[caption])
-    ok = pc.fill_null(pc.equal(batch.column("status"), Status.OK.value), False)
-    keep = pc.and_(ok, _nonblank(text))
-    if not include_flagged:
-        keep = pc.and_(keep, pc.invert(pc.fill_null(batch.column("ethics_flagged"), False)))
+    _ok, _ok_caption, keep = release_masks(
+        batch.column("status"), text, batch.column("ethics_flagged"), include_flagged
+    )
     return pc.if_else(keep, text, pa.scalar(None, pa.string()))
 
 
@@ -284,36 +281,16 @@ def _write_file(
     }
 
 
-def _sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _publish(fs: Any, final: str, write: Any) -> tuple[dict[str, Any], int, str]:
     """Run ``write(binary file)`` and publish the result at ``final`` whole; returns (what write
     returned, size, sha256). Nothing is left at ``final`` if ``write`` fails."""
-    parent, base = final.rsplit("/", 1)
-    if is_local(fs):
-        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"  # hidden: no pattern reads it
-    else:
-        fd, tmp = tempfile.mkstemp(prefix="vecap-export-hf-", suffix=".parquet")
-        os.close(fd)
-    try:
+    with staged_file(fs, final) as tmp:
         with open(tmp, "wb") as f:
             info = write(f)
             f.flush()
             os.fsync(f.fileno())
-        size, digest = os.path.getsize(tmp), _sha256_of(tmp)
-        if is_local(fs):
-            os.replace(tmp, final)
-        else:
-            fs.put_file(tmp, final)  # one upload: the object appears only when complete
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        size, digest = os.path.getsize(tmp), file_sha256(tmp)
+        publish_staged(fs, tmp, final)
     return info, size, digest
 
 
@@ -473,7 +450,7 @@ def export_hf(config: HFExportConfig) -> HFExportResult:
         _create_marker(fs, marker_path[name], body)
         return json.loads(body)  # what a later run reads back, so the card cannot differ
 
-    for marker in _run_bounded(export_one, todo, config.workers):
+    for marker in run_bounded(export_one, todo, config.workers, "vecap-export-hf"):
         markers[marker["name"]] = marker
         result.written += 1
 
@@ -493,36 +470,6 @@ def export_hf(config: HFExportConfig) -> HFExportResult:
     result.card = write_card(fs, root, features, datasets, inputs)
     result.seconds = time.time() - t0
     return result
-
-
-def _run_bounded(fn: Any, items: list[Any], workers: int) -> Iterator[Any]:
-    """``fn(item)`` for every item, ``workers`` at a time, results as they finish. At most
-    ``workers`` items are in flight; on any error or KeyboardInterrupt nothing more is
-    submitted, what has not started is cancelled, what is running finishes (each file is
-    published whole or not at all), and the error is raised."""
-    if workers == 1:  # no threads: tracebacks and debuggers see the plain call
-        yield from map(fn, items)
-        return
-    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vecap-export-hf")
-    pending: set[concurrent.futures.Future] = set()
-    try:
-        queue = iter(items)
-        while True:
-            for item in queue:
-                pending.add(pool.submit(fn, item))
-                if len(pending) >= workers:
-                    break
-            if not pending:
-                return
-            finished, pending = concurrent.futures.wait(
-                pending, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            for future in finished:
-                yield future.result()  # raises the file's error
-    finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
 
 
 def _sizes(fs: Any, folder: str) -> dict[str, int]:

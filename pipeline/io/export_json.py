@@ -41,7 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io.json_stream import Feed, FeedError, parse_error, yajl2_c
-from pipeline.io.shard_files import committed_parquet_path, put_bytes
+from pipeline.io.shard_files import (
+    committed_parquet_path,
+    publish_staged,
+    put_bytes,
+    staged_file,
+)
 from pipeline.io.writer import finished_shards
 from schemas.status import Status
 
@@ -185,6 +190,24 @@ def _nonblank(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(arr), ""), False)
 
 
+def release_masks(
+    status: pa.Array,
+    caption: pa.Array,
+    ethics_flagged: pa.Array,
+    include_flagged: bool,
+    also: pa.Array | None = None,
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """The release rule per row, shared by every export: (status ok, ok with a non-blank
+    caption (and ``also``), kept: that and not ethics-flagged unless ``include_flagged``)."""
+    ok = pc.fill_null(pc.equal(status, Status.OK.value), False)
+    ok_caption = pc.and_(ok, _nonblank(caption))
+    if also is not None:
+        ok_caption = pc.and_(ok_caption, also)
+    if include_flagged:
+        return ok, ok_caption, ok_caption
+    return ok, ok_caption, pc.and_(ok_caption, pc.invert(pc.fill_null(ethics_flagged, False)))
+
+
 _SPILL_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string())])
 
 
@@ -247,16 +270,16 @@ def _spill_batch(
     result: ExportResult,
 ) -> None:
     result.rows_read += batch.num_rows
-    ok = pc.fill_null(pc.equal(batch.column("status"), Status.OK.value), False)
-    has_caption = pc.and_(_nonblank(batch.column(caption_col)), _nonblank(batch.column("url")))
-    flagged = pc.fill_null(batch.column("ethics_flagged"), False)
+    ok, ok_caption, keep = release_masks(
+        batch.column("status"),
+        batch.column(caption_col),
+        batch.column("ethics_flagged"),
+        config.include_flagged,
+        also=_nonblank(batch.column("url")),
+    )
     result.skipped_not_ok += batch.num_rows - pc.sum(ok).as_py() if batch.num_rows else 0
-    ok_caption = pc.and_(ok, has_caption)
     result.skipped_no_caption += (pc.sum(ok).as_py() or 0) - (pc.sum(ok_caption).as_py() or 0)
-    keep = ok_caption
-    if not config.include_flagged:
-        keep = pc.and_(ok_caption, pc.invert(flagged))
-        result.skipped_flagged += (pc.sum(ok_caption).as_py() or 0) - (pc.sum(keep).as_py() or 0)
+    result.skipped_flagged += (pc.sum(ok_caption).as_py() or 0) - (pc.sum(keep).as_py() or 0)
     kept = pa.RecordBatch.from_arrays(
         [batch.column("url"), batch.column(caption_col)], names=["url", "caption"]
     ).filter(keep)
@@ -288,31 +311,26 @@ def _write_splits(
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     for split in range(config.splits):
         final = f"{dest}/{split_file_name(config.name, split, config.splits)}"
-        # written on this machine, published whole: an object store's file object completes its
-        # upload on close even when an error is on its way, which would leave a cut split under
-        # its final name
-        target = f"{final}.tmp" if local else os.path.join(spill_dir, f"split-{split:05d}.json")
         count = 0
-        with open(target, "wb") as out:
-            out.write(b"{")
-            first = True
-            for k in range(per_split):
-                bucket = split + k * config.splits  # bucket % splits == split
-                path = os.path.join(spill_dir, f"bucket-{bucket:06d}.arrow")
-                if not os.path.exists(path):
-                    continue
-                n, dups, first = _write_bucket(path, out, first)
-                count += n
-                result.duplicates += dups
-                os.remove(path)
-            out.write(b"\n}\n")
-            out.flush()
-            os.fsync(out.fileno())
-        if local:
-            os.replace(target, final)
-        else:
-            fs.put_file(target, final)  # one upload, visible only once complete
-            os.remove(target)
+        # written on this machine, then published whole (shard_files.publish_staged): an object
+        # store's file object finishes its upload on close even when an error is on its way
+        with staged_file(fs, final) as target:
+            with open(target, "wb") as out:
+                out.write(b"{")
+                first = True
+                for k in range(per_split):
+                    bucket = split + k * config.splits  # bucket % splits == split
+                    path = os.path.join(spill_dir, f"bucket-{bucket:06d}.arrow")
+                    if not os.path.exists(path):
+                        continue
+                    n, dups, first = _write_bucket(path, out, first)
+                    count += n
+                    result.duplicates += dups
+                    os.remove(path)
+                out.write(b"\n}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            publish_staged(fs, target, final)
         result.entries_per_split[split] = count
         result.files.append(final if local else fs.unstrip_protocol(final))  # gs://... kept
 
@@ -629,6 +647,7 @@ def _validate_one(path, index, splits, dedup_buckets, tmp, report, error) -> int
 
 __all__ = [
     "CAPTION_COLUMNS",
+    "release_masks",
     "ExportConfig",
     "ExportResult",
     "JsonShapeError",

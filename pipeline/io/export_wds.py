@@ -35,18 +35,12 @@ disk; never a whole shard.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
-import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Any
 
 import fsspec
@@ -57,21 +51,23 @@ import pyarrow.parquet as pq
 from pipeline.download.image_processing import sniff_format
 from pipeline.errors import ConfigError, InputNotFoundError, OutputError, UsageError
 
-# the release export's own caption columns and blank test, so the two rules cannot drift apart
-from pipeline.io.export_json import CAPTION_COLUMNS, _nonblank
+# the release export's own caption columns and rule, so the exports cannot drift apart
+from pipeline.io.bounded_pool import run_bounded
+from pipeline.io.export_json import CAPTION_COLUMNS, release_masks
 from pipeline.io.shard_files import (
     CommitNotSupported,
-    _list_entries,
     committed_parquet_name,
     committed_parquet_path,
     committed_shards,
-    is_local,
+    file_sha256,
+    list_entries,
+    publish_staged,
     put_bytes,
     put_if_absent,
+    staged_file,
 )
 from schemas.record import RECORD_SCHEMA
 from schemas.stats import ShardStats, shard_stem
-from schemas.status import Status
 
 INSTALL_HINT = "pip install 'vecap[wds]'"
 SUMMARY_NAME = "export-wds.json"
@@ -235,14 +231,15 @@ def _batch_samples(
     if n == 0:
         return
     # the release export's rule (status ok, non-blank caption, flag), then: image bytes present
-    ok = pc.fill_null(pc.equal(batch.column("status"), Status.OK.value), False)
+    ok, has_caption, keep = release_masks(
+        batch.column("status"),
+        _column(batch, caption_col),
+        _column(batch, "ethics_flagged"),
+        config.include_flagged,
+    )
     has_image = pc.fill_null(pc.greater(pc.binary_length(_column(batch, "jpg")), 0), False)
-    has_caption = _nonblank(_column(batch, caption_col))
-    flagged = pc.fill_null(_column(batch, "ethics_flagged"), False)
-    if config.include_flagged:
-        flagged = pa.array([False] * n)
     ok, has_image = ok.to_pylist(), has_image.to_pylist()
-    has_caption, flagged = has_caption.to_pylist(), flagged.to_pylist()
+    has_caption, keep = has_caption.to_pylist(), keep.to_pylist()
     rows = batch.to_pylist()
     for i, row in enumerate(rows):
         if not ok[i]:
@@ -251,7 +248,7 @@ def _batch_samples(
             skipped["no_image"] += 1
         elif not has_caption[i]:
             skipped["no_caption"] += 1
-        elif flagged[i]:
+        elif not keep[i]:
             skipped["flagged"] += 1
         else:
             ext = _EXTENSIONS.get(sniff_format(row["jpg"]) or "")
@@ -304,22 +301,6 @@ def _write_tar(
     return samples, skipped
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _publish(fs: fsspec.AbstractFileSystem, local_tmp: str, final: str) -> None:
-    """Make the finished local file ``local_tmp`` the tar ``final``, whole or not at all."""
-    if is_local(fs):
-        os.replace(local_tmp, final)  # same folder: an atomic rename
-    else:
-        fs.put_file(local_tmp, final)  # one upload; S3/GCS show the object only when complete
-
-
 def _committed_count(fs: fsspec.AbstractFileSystem, path: str) -> TarCount | None:
     """The count file at ``path`` as DEST holds it now (not a cached listing), or None."""
     with contextlib.suppress(Exception):
@@ -346,12 +327,7 @@ def export_shard(
     final = f"{dest}/{tar_name(sid)}"
     count_path = f"{dest}/{count_name(sid)}"
     parquet = committed_parquet_path(config.source, stats)
-    if is_local(fs):  # beside the tar, so the rename stays on one filesystem
-        tmp = f"{dest}/.{tar_name(sid)}.tmp-{uuid.uuid4().hex[:12]}"
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=f"vecap-wds-{sid}-", suffix=".tar")
-        os.close(fd)
-    try:
+    with staged_file(fs, final) as tmp:
         samples, skipped = _write_tar(tmp, parquet, stats, config)
         count = TarCount(
             shard_id=sid,
@@ -361,7 +337,7 @@ def export_shard(
             source_parquet=committed_parquet_name(stats),
             source_rows=stats.rows,
             tar_bytes=os.path.getsize(tmp),
-            tar_sha256=_file_sha256(tmp),
+            tar_sha256=file_sha256(tmp),
             caption=config.caption,
             include_flagged=config.include_flagged,
         )
@@ -374,10 +350,7 @@ def export_shard(
         # the commit names: do not overwrite it (the window left is this check to the upload)
         winner = _committed_count(fs, count_path)
         if winner is None:
-            _publish(fs, tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            publish_staged(fs, tmp, final)
     if winner is not None:
         if winner.tar_sha256 != count.tar_sha256:
             raise RuntimeError(
@@ -407,7 +380,7 @@ def _existing_counts(fs: fsspec.AbstractFileSystem, dest: str) -> dict[int, TarC
         fs.invalidate_cache(dest)  # s3fs/gcsfs cache listings: another process wrote here
     try:
         # count files are part-NNNNN.count.json: the output listing's key prefixes fit DEST too
-        entries = _list_entries(fs, dest)
+        entries = list_entries(fs, dest)
     except FileNotFoundError:
         return {}
     paths: dict[str, int] = {}
@@ -485,51 +458,13 @@ def export_wds(config: WdsExportConfig) -> WdsExportResult:
 def _export_all(
     fs: fsspec.AbstractFileSystem, dest: str, todo: list[ShardStats], config: WdsExportConfig
 ) -> list[TarCount]:
-    """Export ``todo`` in shard order, ``config.workers`` at a time; the first failure stops
-    the export (tars already committed stand, shards not started are not begun)."""
-    if config.workers == 1:
-        return [export_shard(fs, dest, s, config) for s in todo]
-    stop = threading.Event()
-
-    def one(stats: ShardStats) -> TarCount | None:
-        if stop.is_set():
-            return None
-        try:
-            return export_shard(fs, dest, stats, config)
-        except BaseException:
-            stop.set()
-            raise
-
-    # a bounded window, not the whole list queued: an interrupt (Ctrl-C) or a failure leaves
-    # at most this many shards to cancel or finish, instead of the pool draining every shard
-    window = 2 * config.workers
-    queue = iter(todo)
-    in_flight: dict[Future, int] = {}  # future -> its shard id
-    finished: dict[int, Future] = {}
-    pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="export-wds")
-    try:
-        for s in islice(queue, window):
-            in_flight[pool.submit(one, s)] = s.shard_id
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                finished[in_flight.pop(fut)] = fut
-            if stop.is_set():
-                continue  # a worker failed: let the running shards finish, start no more
-            for s in islice(queue, len(done)):
-                in_flight[pool.submit(one, s)] = s.shard_id
-    except BaseException:  # KeyboardInterrupt included: stop here, not after every shard
-        stop.set()
-        # queued shards are cancelled; the running ones (at most `workers`) finish, commit or
-        # clean up their temporary, so no thread outlives the call
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    # raise the first failure in shard order, else every count is there
-    for sid in sorted(finished):
-        if finished[sid].exception() is not None:
-            raise finished[sid].exception()
-    return [c for c in (finished[sid].result() for sid in sorted(finished)) if c is not None]
+    """Export ``todo``, ``config.workers`` at a time, commits in shard order; the first failure
+    (or a Ctrl-C) stops the export: tars already committed stand, shards not started are not
+    begun (``pipeline.io.bounded_pool``)."""
+    counts = run_bounded(
+        lambda stats: export_shard(fs, dest, stats, config), todo, config.workers, "export-wds"
+    )
+    return sorted(counts, key=lambda count: count.shard_id)
 
 
 def _totals(result: WdsExportResult, counts: Mapping[int, TarCount]) -> None:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
+import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import fsspec
@@ -143,6 +145,43 @@ def put_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     fs.pipe_file(path, data)
 
 
+@contextlib.contextmanager
+def staged_file(fs: fsspec.AbstractFileSystem, final: str) -> Iterator[str]:
+    """A local path to write ``final``'s bytes to before :func:`publish_staged` makes them
+    ``final`` whole; removed on exit, published or not. On a local disk it lies beside
+    ``final`` (the rename stays on one filesystem), hidden (no pattern reads it)."""
+    parent, base = final.rsplit("/", 1)
+    if is_local(fs):
+        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex[:12]}"
+    else:
+        fd, tmp = tempfile.mkstemp(prefix="vecap-stage-", suffix=f"-{base}")
+        os.close(fd)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def publish_staged(fs: fsspec.AbstractFileSystem, tmp: str, final: str) -> None:
+    """Make the finished local file ``tmp`` (from :func:`staged_file`) the file ``final``, whole
+    or not at all: an atomic rename on a local disk, one upload on object stores (S3 and GCS
+    show the object only once complete; fsspec's writable file objects, by contrast, finish
+    their upload on close even while an error is on its way)."""
+    if is_local(fs):
+        os.replace(tmp, final)
+    else:
+        fs.put_file(tmp, final)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _create_exclusive(path: str, data: bytes) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -254,7 +293,7 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
     listing = ShardListing(root=root)
     try:
         fs.invalidate_cache(root)  # s3fs/gcsfs cache listings: another process wrote here
-        entries = _list_entries(fs, root)
+        entries = list_entries(fs, root)
     except FileNotFoundError:
         return fs, listing
     for entry in entries:
@@ -286,7 +325,7 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
 LISTING_PREFIXES = tuple(f"part-{i}" for i in range(10)) + (".part-",)
 
 
-def _list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
+def list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
     """Every entry directly under ``root``: one ``ls`` on local disks and in memory, concurrent
     prefix listings on async object stores (s3fs, gcsfs)."""
     if is_local(fs):  # names only (no stat per file): 200,000 entries in a fraction of a second
@@ -471,16 +510,20 @@ __all__ = [
     "committed_shard_ids",
     "committed_shards",
     "legacy_parquet_name",
+    "file_sha256",
+    "list_entries",
     "list_shards",
     "new_attempt_id",
     "parse_parquet_name",
     "parse_stats_name",
     "put_bytes",
+    "publish_staged",
     "put_if_absent",
     "read_stats_files",
     "remove_all_shard_files",
     "remove_uncommitted",
     "shards_dir",
+    "staged_file",
     "stats_name",
     "stats_path",
     "uncommitted_files",

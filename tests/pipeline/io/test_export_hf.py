@@ -18,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import pipeline.io.bounded_pool as bounded_pool
 import pipeline.io.export_hf as export_hf_module
 from pipeline.errors import ConfigError, OutputError
 from pipeline.io.export_hf import HFExportConfig, data_file_name, export_hf
@@ -413,7 +414,7 @@ def test_workers_give_the_same_bytes_and_run_files_at_once(many, tmp_path, monke
 
     outstanding, most = [0], [0]  # submitted and not yet done: the window, not the whole plan
 
-    class Pool(export_hf_module.concurrent.futures.ThreadPoolExecutor):
+    class Pool(bounded_pool.concurrent.futures.ThreadPoolExecutor):
         def submit(self, *a, **kw):
             with lock:
                 outstanding[0] += 1
@@ -423,7 +424,7 @@ def test_workers_give_the_same_bytes_and_run_files_at_once(many, tmp_path, monke
             return future
 
     monkeypatch.setattr(export_hf_module, "_write_file", slow)
-    monkeypatch.setattr(export_hf_module.concurrent.futures, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(bounded_pool.concurrent.futures, "ThreadPoolExecutor", Pool)
     four = tmp_path / "four"
     result = export_hf(HFExportConfig(source=str(many), dest=str(four), row_group_rows=4))
     assert result.written == 12 and 1 < peak[0] <= 4  # parallel, never more than 4 running
@@ -456,7 +457,7 @@ def test_a_failure_with_workers_stops_the_export_and_leaves_no_card(
     monkeypatch.setattr(export_hf_module, "_write_file", failing)
     if how == "interrupted":  # Ctrl-C while the export waits for its files
         monkeypatch.setattr(
-            export_hf_module.concurrent.futures,
+            bounded_pool.concurrent.futures,
             "wait",
             lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()),
         )

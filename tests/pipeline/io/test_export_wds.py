@@ -464,13 +464,13 @@ def test_dest_is_listed_by_the_concurrent_prefix_listing(four_shards, s3_server,
     dest = f"s3://vecap-test/{uuid.uuid4().hex[:12]}/wds"
     export_wds(WdsExportConfig(source=out, dest=dest))
     listed: list[str] = []
-    real = export_wds_module._list_entries
+    real = export_wds_module.list_entries
 
     def spy(fs, root):
         listed.append(root)
         return real(fs, root)
 
-    monkeypatch.setattr(export_wds_module, "_list_entries", spy)
+    monkeypatch.setattr(export_wds_module, "list_entries", spy)
     res = export_wds(WdsExportConfig(source=out, dest=dest))
     assert (res.already_done, res.written_now) == (4, 0)
     assert listed == [fsspec.core.url_to_fs(dest)[1]]
