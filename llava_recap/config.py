@@ -40,6 +40,9 @@ class CaptionConfig:
     # auto | pad | crop | native (llava_recap.aspect): auto pads to a mean-colour square for the
     # LLaVA-1.5 family (as LLaVA-1.5 and VeCLIP ran it) and leaves LLaVA-NeXT's anyres native
     image_aspect: str = "auto"
+    # set by the dedup phases (pipeline.dedup) only: rows marked as another row's duplicate
+    # pass through untouched, to take that row's result afterwards
+    inherit_duplicates: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):

@@ -30,11 +30,14 @@ class _Router:
         self.prompt_id = config.prompt_id
         self.retry_failed = config.retry_failed
         self.generation = config.generation
+        self.inherit = config.inherit_duplicates
 
     def __call__(self, record: Record, _n: int) -> int:
         if record.status == Status.CAPTION_FAILED.value:
             return 0 if self.retry_failed and record.jpg else 1
         if not record.ok:
+            return 1
+        if self.inherit and record.duplicate_of:  # dedup: its canonical row is captioned
             return 1
         done = (
             bool(record.visual_caption)

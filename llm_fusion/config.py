@@ -48,6 +48,9 @@ class FusionConfig:
     # auto | a family (vicuna_v1.1, llama-2, mistral, llama-3, chatml, qwen2.5) | raw | FILE:
     # auto uses the tokenizer's template, else its family's (pipeline.generation.templates)
     chat_template: str = "auto"
+    # set by the dedup phases (pipeline.dedup) only: rows marked as another row's duplicate
+    # pass through untouched, to take that row's result afterwards
+    inherit_duplicates: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, GenerationConfig):
@@ -97,6 +100,9 @@ class EthicsConfig:
     share_model_across_processes: bool = False
     isolate_failed_batches: bool = True
     chat_template: str = "auto"  # as FusionConfig.chat_template
+    # set by the dedup phases (pipeline.dedup) only: rows marked as another row's duplicate
+    # pass through untouched, to take that row's result afterwards
+    inherit_duplicates: bool = False
 
     def __post_init__(self) -> None:
         from llm_fusion.ethics_prompts import ETHICS_PROMPTS

@@ -101,6 +101,8 @@ class EthicsRules:
         return self.config.generation is not None
 
     def needs_check(self, record: Record) -> bool:
+        if self.config.inherit_duplicates and record.fusion_of:
+            return False  # dedup: takes the verdict of its pair's canonical row
         return record.ok and record.ethics_flagged is None
 
     def check_without_llm(self, record: Record) -> Record | None:

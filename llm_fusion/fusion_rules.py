@@ -65,6 +65,8 @@ class FusionRules:
         """A caption was chosen before and stands: by the rules alone (no LLM asked, e.g. the
         ethics check's keep_unfused), or by this model, prompt and engine (backend/dtype).
         Rows from before engines were recorded (``fusion_engine`` unset) match any engine."""
+        if self.config.inherit_duplicates and record.fusion_of:
+            return True  # dedup: its pair's canonical row is fused, and it takes that caption
         if record.fusion_source is None:
             return False
         if record.fusion_model is None:

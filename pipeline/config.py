@@ -75,6 +75,11 @@ class RunConfig:
     # over it; the fingerprint stays the full job's, so a run without them continues the job
     max_shards: int | None = None
     sample_shards: int | None = None
+    # exact dedup before the GPU (pipeline.dedup): repeated URLs downloaded once, repeated images
+    # captioned once, repeated (image, AltText) pairs fused once; `caption_cache` (an fsspec
+    # URL) also reuses and adds captions across jobs, and implies dedup
+    dedup: bool = False
+    caption_cache: str | None = None
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -100,6 +105,18 @@ class RunConfig:
             raise ConfigError(f"heartbeat_s must be > 0, got {self.heartbeat_s}")
         if self.local_wave_shards < 1:
             raise ConfigError(f"local_wave_shards must be >= 1, got {self.local_wave_shards}")
+        if self.caption_cache is not None:
+            object.__setattr__(self, "dedup", True)
+        if self.dedup and self.source is not None:
+            raise ConfigError(
+                "--dedup works on an input table, not --from an earlier output: dedup the job "
+                "that downloads (a chained run keeps the earlier output's rows as they are)"
+            )
+        if self.dedup and (self.max_shards is not None or self.sample_shards is not None):
+            raise ConfigError(
+                "--dedup finds duplicates across the whole input, so it cannot run a pilot of a "
+                "few shards: drop --max-shards/--sample-shards, or pilot without --dedup"
+            )
         if self.max_shards is not None and self.sample_shards is not None:
             raise ConfigError("give --max-shards or --sample-shards, not both")
         for name in ("max_shards", "sample_shards"):
@@ -312,6 +329,8 @@ _TOP_KEYS = (
     "gpu_type",
     "max_shards",
     "sample_shards",
+    "dedup",
+    "caption_cache",
 )
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
@@ -341,6 +360,8 @@ def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
         gpu_type=data.get("gpu_type"),
         max_shards=_count(data, "max_shards"),
         sample_shards=_count(data, "sample_shards"),
+        dedup=bool(data.get("dedup", False)),
+        caption_cache=data.get("caption_cache") or None,
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

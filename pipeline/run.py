@@ -278,11 +278,13 @@ def build_pipeline(
     config: PipelineConfig,
     plan: RunPlan,
     stage_overrides: dict[str, Any] | None = None,
+    prepare: Callable[[], beam.PTransform] | None = None,
 ) -> beam.PCollection:
     """Add the job to ``pipeline``; returns the PCollection of the written shards' stats.
 
     ``stage_overrides`` replaces a stage's transform, given as a PTransform or a factory of one
-    (tests and benchmarks inject fakes this way).
+    (tests and benchmarks inject fakes this way). ``prepare`` makes a Record -> Record transform
+    applied right after reading (the dedup phases apply their row patches this way).
     """
     clock = new_clock()
     if config.reader is not None:
@@ -301,6 +303,8 @@ def build_pipeline(
         records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(
             config.run.source, plan.todo, config.run.retry_statuses, plan.source_parquets
         )
+    if prepare is not None:
+        records = records | "Prepare" >> prepare()
     records = records | "Clock[read]" >> make_stage_clock(READ_STAGE, clock)
     for stage in config.stages:
         override = (stage_overrides or {}).get(stage)
@@ -381,6 +385,7 @@ def run_pipeline(
     stream: TextIO | None = None,
     stage_overrides: dict[str, Any] | None = None,
     on_start: Callable[[RunPlan], None] | None = None,
+    prepare: Callable[[], beam.PTransform] | None = None,
 ) -> RunResult:
     """Plan, run and record one job; raises :class:`RunFailed` if planned shards are missing,
     :class:`~pipeline.run_lease.OutputBusy` if another run is live on the output.
@@ -393,6 +398,10 @@ def run_pipeline(
     from pipeline.preflight import preflight
 
     stream = stream or sys.stderr
+    if config.run.dedup:  # a chain of runs (pipeline.dedup.phases), each through this function
+        from pipeline.dedup.phases import run_dedup
+
+        return run_dedup(config, stream=stream, stage_overrides=stage_overrides)
     output = config.run.output
     preflight(config, skip_stages=set(stage_overrides or ()))
     # dtype and max_model_len made concrete, and a plan that cannot fit the GPU refused
@@ -426,7 +435,7 @@ def run_pipeline(
         if gpu_plan.gpu is not None and gpu_plan.engines:
             for line in gpu_plan.lines():
                 print(f"vecap run: {line.strip()}", file=stream)
-        return _run_claimed(config, plan, keeper, stream, stage_overrides)
+        return _run_claimed(config, plan, keeper, stream, stage_overrides, prepare)
     except BaseException:
         if keeper.manifest.get("status") == "running":  # failed before the pipeline ran
             keeper.stop()
@@ -467,6 +476,7 @@ def _run_claimed(
     keeper: ManifestKeeper,
     stream: TextIO,
     stage_overrides: dict[str, Any] | None,
+    prepare: Callable[[], beam.PTransform] | None = None,
 ) -> RunResult:
     from pipeline.progress import ShardProgress, run_summary_table
     from pipeline.runner_options import (
@@ -544,7 +554,7 @@ def _run_claimed(
         with progress:
             for wave in waves:
                 pipeline = make_pipeline(pipeline_options(beam_args))
-                build_pipeline(pipeline, config, wave, stage_overrides)
+                build_pipeline(pipeline, config, wave, stage_overrides, prepare)
                 result = pipeline.run()
                 result.wait_until_finish()
                 for name, value in writer_counters(result).items():

@@ -16,7 +16,7 @@ import pyarrow as pa
 from schemas.status import Status
 
 # Bump when a field is added, removed or changes meaning; written into parquet metadata.
-SCHEMA_VERSION = "1.1"  # 1.1: caption_engine, fusion_engine
+SCHEMA_VERSION = "1.2"  # 1.1: caption_engine, fusion_engine; 1.2: dedup columns
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
     str: pa.string(),
@@ -69,6 +69,18 @@ class Record:
     fusion_engine: str | None = None  # backend/dtype, when the LLM was asked
     fusion_source: str | None = None  # llm | visual | alt
     fusion_reason: str | None = None  # why the caption did not come from the LLM
+    # dedup (pipeline.dedup, `vecap run --dedup`): set only on rows that reused another's work
+    # the canonical row (smallest uid) with the same image, whose download and visual caption
+    # this row carries; duplicate_kind says how it was found: "url" (same normalised URL: not
+    # downloaded, so no image bytes of its own) or "image" (same bytes behind another URL)
+    duplicate_of: str | None = None
+    duplicate_kind: str | None = None
+    # the canonical row of the same (image, AltText) pair, whose ethics verdict and fused
+    # caption this row carries
+    fusion_of: str | None = None
+    # the visual / fused caption came from the caption cache (`--caption-cache`), not a model
+    caption_cached: bool | None = None
+    fusion_cached: bool | None = None
 
     @property
     def ok(self) -> bool:

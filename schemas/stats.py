@@ -18,6 +18,8 @@ class ShardStats:
     status_counts: dict[str, int] = field(default_factory=dict)
     fusion_source_counts: dict[str, int] = field(default_factory=dict)
     ethics_flagged: int = 0
+    # `vecap run --dedup`: duplicates found per kind, model calls saved, cache hits ({} otherwise)
+    dedup_counts: dict[str, int] = field(default_factory=dict)
     # wall-clock seconds spent per stage on this shard's rows (download, caption, fuse, ...)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0  # unix time the shard's first stage began

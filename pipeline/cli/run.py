@@ -30,6 +30,8 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "local_wave_shards": ("local_wave_shards",),
     "overwrite": ("overwrite",),
     "takeover": ("takeover",),
+    "dedup": ("dedup",),
+    "caption_cache": ("caption_cache",),
     "progress": ("progress",),
     "input_format": ("reader.input_format",),
     "url_column": ("reader.url_column",),
@@ -201,6 +203,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument(
         "--sample-shards", default=None, metavar="N",
         help="pilot: like --max-shards, but N shards spread evenly over the plan (shard i*total//N)",
+    )  # fmt: skip
+    io.add_argument(
+        "--dedup", action=B, default=None,
+        help="exact dedup before the GPU: a repeated URL is downloaded once, a repeated image "
+        "captioned once, a repeated (image, AltText) pair fused once; every row is still written, "
+        "with its canonical row's captions and duplicate_of/fusion_of naming it (default off)",
+    )  # fmt: skip
+    io.add_argument(
+        "--caption-cache", default=None, metavar="URL",
+        help="caption cache shared across jobs (any fsspec location): captions found there are "
+        "not computed again, new ones are added; implies --dedup",
     )  # fmt: skip
     rd = p.add_argument_group("reading")
     rd.add_argument(

@@ -72,6 +72,9 @@ class DownloadConfig:
     encode_quality: int = 95
     skip_reencode: bool = False
     downscale_filter: str = "bicubic"  # bicubic | bilinear | lanczos (image_processing)
+    # set by the dedup phases (pipeline.dedup) only: rows marked as another row's duplicate
+    # pass through untouched, to take that row's result afterwards
+    inherit_duplicates: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -167,7 +170,7 @@ class _DownloadFn(beam.DoFn):
     def process(
         self, record: Record, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
     ):
-        if not record.ok or record.jpg is not None:
+        if not record.ok or record.jpg is not None or self._inherits(record):
             yield record
             return
         assert self._executor is not None, "setup() was not called"
@@ -187,6 +190,10 @@ class _DownloadFn(beam.DoFn):
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._downloader is not None:
             self._downloader.close()
+
+    def _inherits(self, record: Record) -> bool:
+        """A repeated URL (dedup phases): its canonical row's fetch stands for it."""
+        return self._config.inherit_duplicates and record.duplicate_kind == "url"
 
     def _timed(self, record: Record) -> Record:
         assert self._downloader is not None

@@ -70,6 +70,7 @@ class OutputStats:
     status_counts: dict[str, int] = field(default_factory=dict)
     fusion_source_counts: dict[str, int] = field(default_factory=dict)
     ethics_flagged: int = 0
+    dedup_counts: dict[str, int] = field(default_factory=dict)  # `vecap run --dedup`
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over shards
     stage_rows_per_s: dict[str, float] = field(default_factory=dict)  # rows / stage seconds
     wall_seconds: float = 0.0  # first shard start to last shard commit
@@ -107,17 +108,20 @@ def output_stats(output: str, *, caption_lengths: bool = True) -> OutputStats:
     status: collections.Counter[str] = collections.Counter()
     sources: collections.Counter[str] = collections.Counter()
     seconds: collections.Counter[str] = collections.Counter()
+    dedup: collections.Counter[str] = collections.Counter()
     caption_models, fusion_models = set(), set()
     for s in done.values():
         stats.rows += s.rows
         status.update(s.status_counts)
         sources.update(s.fusion_source_counts)
         seconds.update(s.stage_seconds)
+        dedup.update(s.dedup_counts)
         stats.ethics_flagged += s.ethics_flagged
         caption_models.update(s.caption_models)
         fusion_models.update(s.fusion_models)
     stats.status_counts = dict(status.most_common())
     stats.fusion_source_counts = dict(sources.most_common())
+    stats.dedup_counts = dict(dedup)
     stats.stage_seconds = {k: round(v, 3) for k, v in seconds.items()}
     stats.stage_rows_per_s = {k: round(stats.rows / v, 1) for k, v in seconds.items() if v > 0}
     starts = [s.started_at for s in done.values() if s.started_at > 0]
@@ -182,6 +186,11 @@ def format_stats(stats: OutputStats) -> str:
         lines.append(f"{'fusion_source':<22}{'rows':>10}{'share':>8}")
         for name, n in stats.fusion_source_counts.items():
             lines.append(f"{name:<22}{n:>10}{_share(n, total):>8}")
+    if stats.dedup_counts:
+        lines.append("")
+        lines.append(f"{'dedup':<22}{'rows':>10}{'share':>8}")
+        for name, n in stats.dedup_counts.items():
+            lines.append(f"{name:<22}{n:>10}{_share(n, stats.rows):>8}")
     if stats.stage_seconds:
         lines.append("")
         lines.append(f"{'stage':<22}{'seconds':>10}{'rows/s':>10}")

@@ -195,12 +195,45 @@ def shard_stats(
         status_counts=dict(sorted(status_counts.items())),
         fusion_source_counts=dict(sorted(source_counts.items())),
         ethics_flagged=sum(1 for r in records if r.ethics_flagged),
+        dedup_counts=dedup_counts(records),
         stage_seconds={k: round(v, 4) for k, v in (stage_seconds or {}).items()},
         started_at=started_at if started_at is not None else now,
         finished_at=finished_at if finished_at is not None else now,
         caption_models=sorted({r.caption_model for r in records if r.caption_model}),
         fusion_models=sorted({r.fusion_model for r in records if r.fusion_model}),
     )
+
+
+DEDUP_COUNTS = (
+    "url_duplicates",  # downloads saved
+    "image_duplicates",
+    "pair_duplicates",
+    "caption_cache_hits",
+    "fusion_cache_hits",
+    "caption_calls_saved",
+    "fusion_calls_saved",
+)
+
+
+def dedup_counts(records: Sequence[Record]) -> dict[str, int]:
+    """What dedup and the caption cache saved on these rows; {} when neither touched them."""
+    counts = dict.fromkeys(DEDUP_COUNTS, 0)
+    for r in records:
+        if r.duplicate_kind == "url":
+            counts["url_duplicates"] += 1
+        elif r.duplicate_kind == "image":
+            counts["image_duplicates"] += 1
+        if r.fusion_of:
+            counts["pair_duplicates"] += 1
+        counts["caption_cache_hits"] += bool(r.caption_cached)
+        counts["fusion_cache_hits"] += bool(r.fusion_cached)
+        # a visual caption this row carries without its own model call
+        if r.visual_caption and (r.duplicate_of or r.caption_cached):
+            counts["caption_calls_saved"] += 1
+        # an LLM-written fused caption this row carries without its own call
+        if r.fusion_source == "llm" and (r.fusion_of or r.fusion_cached):
+            counts["fusion_calls_saved"] += 1
+    return counts if any(counts.values()) else {}
 
 
 def records_table(records: Sequence[Record], keep_images: bool = True) -> pa.Table:

@@ -1,0 +1,367 @@
+"""`vecap run --dedup` and the caption cache: every row out, canonical captions, one model call per
+distinct image / pair, resume, and a cache that never serves another model's or prompt's entry.
+
+Real tiny models on the loopback sample server; model calls are counted at the transformers
+generator (the local runner runs the model stages in this process).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, build_pipeline_config
+from pipeline.dedup import cache as caption_cache
+from pipeline.dedup.keys import normalize_url
+from pipeline.io.shard_files import committed_shards
+from pipeline.io.stats_summary import output_stats
+from pipeline.manifest import read_manifest
+from pipeline.run import run_pipeline
+from pipeline.sample.server import SAMPLE_DIR, SampleServer
+from tests.pipeline.test_run import rows_of
+
+pytestmark = pytest.mark.slow
+IMAGES = sorted(p.name for p in SAMPLE_DIR.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    with SampleServer(root_dir=SAMPLE_DIR) as s:
+        yield s
+
+
+class CallCounter:
+    """Prompts each transformers generator was asked: {'caption': n, 'text': n}."""
+
+    def __init__(self, monkeypatch) -> None:
+        from pipeline.generation.transformers_backend import TransformersGenerator
+
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        original = TransformersGenerator.generate
+        counter = self
+
+        def counting(gen, prompts, images=None):
+            with counter._lock:
+                counter.calls["caption" if images is not None else "text"] += len(prompts)
+            return original(gen, prompts, images)
+
+        monkeypatch.setattr(TransformersGenerator, "generate", counting)
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["url", "caption"])
+        w.writerows(rows)
+    return path
+
+
+def _config(tiny_models, inp: str, out: Path, **extra) -> dict:
+    return {
+        "input": inp,
+        "output": str(out),
+        "stages": ["download", "caption", "fuse"],
+        "progress": False,
+        "reader": {"shard_size": 4},
+        "dedup": True,
+        "download": {"allow_private_networks": True, "threads": 4, "retries": 0},
+        "caption": {
+            "generation": {"model": str(tiny_models.llava), "device": "cpu", "max_new_tokens": 6}
+        },
+        "fusion": {
+            "generation": {"model": str(tiny_models.llm), "device": "cpu", "max_new_tokens": 6}
+        },
+        **extra,
+    }
+
+
+def _run(data: dict):
+    return run_pipeline(build_pipeline_config(data), stream=io.StringIO())
+
+
+def _by_uid(out: Path) -> dict[str, dict]:
+    return {r["uid"]: r for r in rows_of(str(out))}
+
+
+def _dup_table(base: str, tmp: Path) -> tuple[Path, Path]:
+    """Two input files (a directory): the same URL across files and shards, the same URL
+    written differently, the same bytes behind another URL, a repeated 404."""
+    a, b, c = (f"{base}/{IMAGES[i]}" for i in range(3))
+    host = base.split("://", 1)[1]
+    first = [
+        (a, "a dog on grass"),  # 0000000 canonical of a
+        (b, "a red car"),  # 0000001 canonical of b
+        (c, "a small boat"),  # 0000002 canonical of c
+        (f"{base}/missing.jpg", "gone"),  # 0000003 404, canonical of missing
+        (a, "a dog on grass"),  # shard 1: url + pair duplicate of 0
+        (f"HTTP://{host.upper()}/{IMAGES[1]}#top", "another text for b"),  # url dup of 1, new pair
+    ]
+    second = [
+        (f"{c}?copy=1", "a small boat"),  # other URL, same bytes as c, same alt: image + pair dup
+        (f"{base}/missing.jpg", "gone too"),  # url duplicate of a failed canonical
+        (a, "a dog on grass"),  # file 2: url + pair duplicate of 0 again
+    ]
+    folder = tmp / "input"
+    folder.mkdir()
+    _write_csv(folder / "part-1.csv", first)
+    _write_csv(folder / "part-2.csv", second)
+    return folder, folder
+
+
+def test_normalize_url_keeps_what_servers_may_distinguish():
+    assert normalize_url("HTTP://Example.COM:80/A/b?Q=1#frag") == "http://example.com/A/b?Q=1"
+    assert normalize_url("https://example.com:443") == "https://example.com/"
+    assert normalize_url("https://example.com:8443/x") == "https://example.com:8443/x"
+    assert normalize_url("http://[::1]:8080/x") == "http://[::1]:8080/x"
+    assert normalize_url("http://a.com/x") != normalize_url("http://a.com/X")
+    assert normalize_url("http://bad:port/x") == "http://bad:port/x"  # kept as given
+
+
+def test_dedup_within_a_job(tiny_models, server, tmp_path, monkeypatch):
+    counter = CallCounter(monkeypatch)
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    out = tmp_path / "out"
+    result = _run(_config(tiny_models, str(folder), out))
+    assert result.status == "succeeded"
+    rows = _by_uid(out)
+    # rows in == rows out, per shard, in their own shards
+    stats = committed_shards(str(out))
+    assert sum(s.rows for s in stats.values()) == len(rows) == 9
+    assert {sid: s.rows for sid, s in stats.items()} == {0: 4, 1: 4, 2: 1}
+    uid = sorted(rows)
+    canon_a, canon_b, canon_c, missing = uid[0], uid[1], uid[2], uid[3]
+    url_dup_a, url_dup_b, bytes_dup_c, missing_dup, url_dup_a2 = uid[4:]
+    assert rows[url_dup_a]["shard_id"] != rows[canon_a]["shard_id"]  # across shards
+    assert rows[url_dup_a2]["shard_id"] == 2  # across input files
+    # URL duplicates: not downloaded (no bytes of their own), the canonical's image fields
+    for dup, canon in ((url_dup_a, canon_a), (url_dup_b, canon_b), (url_dup_a2, canon_a)):
+        r, c = rows[dup], rows[canon]
+        assert (r["duplicate_of"], r["duplicate_kind"]) == (canon, "url")
+        assert r["jpg"] is None and r["status"] == "ok"
+        assert (r["sha256"], r["width"], r["height"]) == (c["sha256"], c["width"], c["height"])
+        assert r["visual_caption"] == c["visual_caption"] and r["visual_caption"]
+        assert r["caption_engine"] == c["caption_engine"]
+    # the same bytes behind another URL: downloaded (its own bytes), captioned once
+    r, c = rows[bytes_dup_c], rows[canon_c]
+    assert (r["duplicate_of"], r["duplicate_kind"]) == (canon_c, "image")
+    assert r["jpg"] and r["sha256"] == c["sha256"] and r["url"] != c["url"]
+    assert r["visual_caption"] == c["visual_caption"]
+    # pairs: the same image and AltText are fused once; a new AltText is fused on its own
+    for dup, canon in ((url_dup_a, canon_a), (url_dup_a2, canon_a), (bytes_dup_c, canon_c)):
+        assert rows[dup]["fusion_of"] == canon
+        assert rows[dup]["fused_caption"] == rows[canon]["fused_caption"]
+        assert rows[dup]["fusion_source"] == rows[canon]["fusion_source"]
+    assert rows[url_dup_b]["fusion_of"] is None and rows[url_dup_b]["fused_caption"]
+    # canonical rows carry no dedup marks
+    for canon in (canon_a, canon_b, canon_c):
+        assert rows[canon]["duplicate_of"] is None and rows[canon]["fusion_of"] is None
+    # a repeated URL whose canonical failed inherits the failure, saying whose
+    assert rows[missing]["status"] == "http_error" and rows[missing]["duplicate_of"] is None
+    assert rows[missing_dup]["status"] == "http_error"
+    assert rows[missing_dup]["duplicate_of"] == missing
+    assert f"duplicate of {missing} (same URL)" in rows[missing_dup]["error"]
+    # one model call per distinct image and per distinct (caption, AltText) pair
+    assert counter.calls["caption"] == 3
+    llm_pairs = {
+        (r["visual_caption"], r["alt_text"])
+        for r in rows.values()
+        if r["fusion_source"] == "llm" and r["fusion_of"] is None
+    }
+    assert counter.calls["text"] == len(llm_pairs)
+    # counted in the stats, `vecap stats` and the manifest
+    summary = output_stats(str(out)).dedup_counts
+    assert summary["url_duplicates"] == 4 and summary["image_duplicates"] == 1
+    assert summary["pair_duplicates"] == 3
+    assert summary["caption_calls_saved"] == 4  # 3 URL dups with an image + 1 bytes dup
+    manifest = read_manifest(str(out))
+    assert manifest["dedup"]["counts"] == summary
+    assert manifest["stages"] == ["download", "caption", "fuse"]
+    assert manifest["stages_done"] == ["download", "caption", "fuse"]
+    # the release export works as before: one caption per URL, from its own row
+    from pipeline.io.export_json import ExportConfig, export_json
+
+    res = export_json(ExportConfig(source=str(out), splits=1))
+    assert res.entries == 5  # a, b, c, c?copy=1, and the normalised spelling of b's URL
+
+
+def test_canonical_is_a_row_that_succeeded(tiny_models, server, tmp_path, monkeypatch):
+    """The smallest uid of a URL is not its canonical when that row failed validation: the
+    next valid row is fetched, and its duplicates get its image, not the failure."""
+    counter = CallCounter(monkeypatch)
+    a = f"{server.base_url}/{IMAGES[0]}"
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in (
+                {"url": a, "caption": 17},  # invalid_row: an AltText that is not text
+                {"url": a, "caption": "a photo"},
+                {"url": a, "caption": "a photo"},
+            )
+        )
+        + "\n"
+    )
+    out = tmp_path / "out"
+    _run(_config(tiny_models, str(inp), out))
+    rows = [r for _, r in sorted(_by_uid(out).items())]
+    assert rows[0]["status"] == "invalid_row" and rows[0]["duplicate_of"] is None
+    assert rows[1]["status"] == "ok" and rows[1]["duplicate_of"] is None and rows[1]["jpg"]
+    assert rows[2]["status"] == "ok" and rows[2]["duplicate_of"] == rows[1]["uid"]
+    assert rows[2]["fusion_of"] == rows[1]["uid"]
+    assert rows[2]["fused_caption"] == rows[1]["fused_caption"]
+    assert counter.calls["caption"] == 1
+
+
+def _comparable(out: Path) -> dict[str, dict]:
+    return {
+        uid: {k: v for k, v in r.items() if k not in ("download_attempts",)}
+        for uid, r in _by_uid(out).items()
+    }
+
+
+def test_killed_dedup_job_resumes_without_redoing_paid_work(
+    tiny_models, server, tmp_path, monkeypatch
+):
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    reference = tmp_path / "reference"
+    _run(_config(tiny_models, str(folder), reference))
+
+    import pipeline.dedup.phases as phases
+
+    out = tmp_path / "out"
+    original = phases.DedupRun.index
+
+    def dies_at_fusion_fill(self, name, build):
+        if name == "fusion-fill":
+            raise KeyboardInterrupt("killed")
+        return original(self, name, build)
+
+    monkeypatch.setattr(phases.DedupRun, "index", dies_at_fusion_fill)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tiny_models, str(folder), out))
+    assert not (out / "shards").exists() or not committed_shards(str(out))
+    monkeypatch.setattr(phases.DedupRun, "index", original)
+    counter = CallCounter(monkeypatch)
+    _run(_config(tiny_models, str(folder), out))
+    assert counter.calls == {}  # captions and fusions were committed before the kill
+    assert _comparable(out) == _comparable(reference)
+
+    # killed inside an index job, after it wrote some patch files: redone, same output
+    out2 = tmp_path / "out2"
+    from pipeline.dedup import index_jobs
+
+    real_write = index_jobs.write_shard_patches
+    calls = {"n": 0}
+
+    def dies_after_one_file(folder_, shard_id, patches):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost")
+        return real_write(folder_, shard_id, patches)
+
+    monkeypatch.setattr(index_jobs, "write_shard_patches", dies_after_one_file)
+    with pytest.raises(Exception, match="worker lost"):
+        _run(_config(tiny_models, str(folder), out2))
+    monkeypatch.setattr(index_jobs, "write_shard_patches", real_write)
+    _run(_config(tiny_models, str(folder), out2))
+    assert _comparable(out2) == _comparable(reference)
+
+
+def test_caption_cache_across_jobs(tiny_models, server, tmp_path, monkeypatch):
+    """A second job over an input half new calls the models only for what is new; another
+    prompt never uses the entries."""
+    cache = tmp_path / "cache"
+    urls = [f"{server.base_url}/{n}" for n in IMAGES[:8]]
+    first = _write_csv(tmp_path / "first.csv", [(u, f"alt {i}") for i, u in enumerate(urls[:4])])
+    second = _write_csv(
+        tmp_path / "second.csv", [(u, f"alt {i}") for i, u in enumerate(urls[2:], start=2)]
+    )
+    counter = CallCounter(monkeypatch)
+    _run(_config(tiny_models, str(first), tmp_path / "job1", caption_cache=str(cache)))
+    assert counter.calls["caption"] == 4
+    assert len(caption_cache.list_segments(str(cache), caption_cache.CAPTIONS)) == 1
+    job1 = {r["url"]: r for r in rows_of(str(tmp_path / "job1"))}
+    counter.calls.clear()
+    _run(_config(tiny_models, str(second), tmp_path / "job2", caption_cache=str(cache)))
+    assert counter.calls["caption"] == 4  # urls[4:8]; urls[2:4] come from the cache
+    job2 = {r["url"]: r for r in rows_of(str(tmp_path / "job2"))}
+    for u in urls[2:4]:
+        assert job2[u]["caption_cached"] is True and job2[u]["fusion_cached"] is True
+        assert job2[u]["visual_caption"] == job1[u]["visual_caption"]
+        assert job2[u]["fused_caption"] == job1[u]["fused_caption"]
+    for u in urls[4:]:
+        assert not job2[u]["caption_cached"]
+    stats = output_stats(str(tmp_path / "job2")).dedup_counts
+    assert stats["caption_cache_hits"] == 2 and stats["caption_calls_saved"] == 2
+
+    # another prompt (or model): no entry is used
+    counter.calls.clear()
+    other = _config(tiny_models, str(second), tmp_path / "job3", caption_cache=str(cache))
+    other["caption"]["prompt_id"] = "other-v1"
+    other["caption"]["prompt_text"] = "Say what is in this picture."
+    _run(other)
+    assert counter.calls["caption"] == 6
+    assert not any(r["caption_cached"] for r in rows_of(str(tmp_path / "job3")))
+
+
+def test_two_jobs_add_to_one_cache_at_once(tiny_models, server, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    urls = [f"{server.base_url}/{n}" for n in IMAGES[:6]]
+    tables = [
+        _write_csv(tmp_path / "a.csv", [(u, "x") for u in urls[:4]]),
+        _write_csv(tmp_path / "b.csv", [(u, "x") for u in urls[2:]]),
+    ]
+    errors: list[BaseException] = []
+
+    def job(i: int) -> None:
+        try:
+            _run(_config(tiny_models, str(tables[i]), tmp_path / f"job{i}", caption_cache=str(cache)))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    # every caption either job computed is in the cache, each segment whole and readable
+    entries = collections.defaultdict(list)
+    for seg in caption_cache.list_segments(str(cache), caption_cache.CAPTIONS):
+        for key, (url, fields) in caption_cache.read_segment(seg, caption_cache.CAPTIONS):
+            entries[key].append(fields)
+    assert len(entries) == 6  # six distinct images, whichever job captioned them
+    # a third job over all six images calls no model for captions
+    counter = CallCounter(monkeypatch)
+    every = _write_csv(tmp_path / "c.csv", [(u, "x") for u in urls])
+    _run(_config(tiny_models, str(every), tmp_path / "job3", caption_cache=str(cache)))
+    assert counter.calls["caption"] == 0
+    rows = rows_of(str(tmp_path / "job3"))
+    assert all(r["caption_cached"] for r in rows)
+
+
+def test_a_tampered_cache_entry_is_never_used(tmp_path):
+    """Belt and braces beside the key: an entry recorded by another model is refused."""
+    entry = {"visual_caption": "x", "caption_model": "other", "caption_prompt_id": "p"}
+    assert not caption_cache.entry_matches(caption_cache.CAPTIONS, entry, "mine", "p")
+    assert caption_cache.entry_matches(caption_cache.CAPTIONS, {**entry, "caption_model": "mine"}, "mine", "p")
+    # ties between two jobs' entries for one key: the smallest segment name wins, for everyone
+    assert caption_cache.pick_entry([("s/b", {"v": 2}), ("s/a", {"v": 1})]) == {"v": 1}
+
+
+def test_dedup_refuses_what_it_cannot_do(tmp_path):
+    base = {"input": str(tmp_path / "x.csv"), "output": str(tmp_path / "o"), "dedup": True}
+    with pytest.raises(ConfigError, match="pilot"):
+        build_pipeline_config({**base, "max_shards": 1})
+    with pytest.raises(ConfigError, match="--from"):
+        build_pipeline_config({"from": str(tmp_path / "e"), "output": str(tmp_path / "o"), "dedup": True})
+    # the cache implies dedup
+    cfg = build_pipeline_config({**{k: v for k, v in base.items() if k != "dedup"}, "caption_cache": "memory://c"})
+    assert cfg.run.dedup
