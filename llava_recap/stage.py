@@ -51,7 +51,9 @@ class _Router:
 
 def _reset_for_retry(record: Record) -> Record:
     if record.status == Status.CAPTION_FAILED.value:
-        return record.replace(status=Status.OK.value, error=None)
+        return record.replace(status=Status.OK.value, error=None, caption_cached=None)
+    if record.caption_cached:  # a cached caption of another engine: captioned here after all
+        return record.replace(caption_cached=None)
     return record
 
 

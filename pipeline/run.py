@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import apache_beam as beam
 
 from pipeline.config import STAGE_NEEDS, ConfigError, PipelineConfig, config_to_dict
-from pipeline.io.readers import ReadEarlierOutput
+from pipeline.io.readers import PLAN_FILE_MIN_SHARDS, ReadEarlierOutput
 from pipeline.io.shard_files import (
     committed_parquet_path,
     committed_shard_ids,
@@ -61,9 +61,6 @@ from pipeline.run_lease import (
 )
 from schemas.stats import ShardStats
 
-# From this many shards on, the shard plan reaches the runner as a file (OUT/plan/...) instead of
-# inside the job graph: Dataflow refuses job graphs over a few MB, and 300M rows are 300k shards.
-PLAN_FILE_MIN_SHARDS = 1000
 
 
 class RunFailed(RuntimeError):
@@ -301,7 +298,11 @@ def build_pipeline(
         records = pipeline | "ReadInput" >> read
     else:
         records = pipeline | "ReadEarlierOutput" >> ReadEarlierOutput(
-            config.run.source, plan.todo, config.run.retry_statuses, plan.source_parquets
+            config.run.source,
+            plan.todo,
+            config.run.retry_statuses,
+            plan.source_parquets,
+            list_dir=f"{config.run.output.rstrip('/')}/plan",
         )
     if prepare is not None:
         records = records | "Prepare" >> prepare()

@@ -93,7 +93,7 @@ class Record:
     def without_fusion(self) -> Record:
         """This record with no fused caption: what fusion starts from, and what a new visual
         caption leaves (a fused caption made from the old one would silently disagree)."""
-        if self.fusion_source is None and self.fused_caption is None:
+        if self.fusion_source is None and self.fused_caption is None and not self.fusion_cached:
             return self
         return dataclasses.replace(
             self,
@@ -103,6 +103,7 @@ class Record:
             fusion_engine=None,
             fusion_source=None,
             fusion_reason=None,
+            fusion_cached=None,
         )
 
     def replace(self, **changes: Any) -> Record:

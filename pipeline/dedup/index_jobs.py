@@ -67,18 +67,26 @@ def _inherited_failure(canonical: Record, what: str) -> dict[str, Any]:
 
 
 class ReadColumns(beam.PTransform):
-    """Committed shards (shard id -> parquet URL) -> Records holding only ``columns``."""
+    """Committed shards (shard id -> parquet URL) -> Records holding only ``columns``; from
+    PLAN_FILE_MIN_SHARDS shards on the list goes through a file in ``list_dir``."""
 
-    def __init__(self, parquets: Mapping[int, str], columns: Sequence[str]) -> None:
+    def __init__(self, parquets: Mapping[int, str], columns: Sequence[str], list_dir: str) -> None:
         super().__init__()
-        self._parquets = sorted(parquets.items())
+        self._parquets = dict(parquets)
         self._columns = tuple(dict.fromkeys(("uid", "shard_id", "row_index", *columns)))
+        self._list_dir = list_dir
 
     def expand(self, pbegin):
+        from pipeline.io.readers import PLAN_FILE_MIN_SHARDS, ShardParquets, write_parquet_list
+
+        if len(self._parquets) >= PLAN_FILE_MIN_SHARDS:
+            listing = write_parquet_list(self._parquets, f"{self._list_dir}/inputs.jsonl")
+            shards = ShardParquets(plan_file=listing)
+        else:
+            shards = ShardParquets(sorted(self._parquets.items()))
         return (
             pbegin
-            | "Shards" >> beam.Create(self._parquets)
-            | "Spread" >> beam.Reshuffle()
+            | "Shards" >> shards
             | "Read" >> beam.FlatMap(lambda s, cols: read_shard_records(s[1], cols), self._columns)
         )
 
@@ -139,10 +147,6 @@ class UrlIndex(beam.PTransform):
 CAPTION_PLAN_COLUMNS = (*DOWNLOAD_FIELDS, "duplicate_of", "duplicate_kind", "url")
 
 
-def _image_hash(record: Record) -> str | None:
-    return record.sha256
-
-
 def _key_by_url_canonical(record: Record) -> tuple[str, Record]:
     if record.duplicate_kind == "url" and record.duplicate_of:
         return record.duplicate_of, record
@@ -189,9 +193,23 @@ class _ImageGroups(beam.DoFn):
             yield caption_key(sha, self._settings, self._generation), canonical
 
 
-def _cache_entries(cache: str, kind: str) -> beam.PTransform:
-    segments = caption_cache.list_segments(cache, kind)
-    return beam.Create(segments) | beam.FlatMap(caption_cache.read_segment, kind)
+class _CacheEntries(beam.PTransform):
+    """(key, (segment, fields)) of every segment of one kind, listed on a worker (a cache of
+    many segments is not put into the job graph) through fsspec, like every vecap path."""
+
+    def __init__(self, cache: str, kind: str) -> None:
+        super().__init__()
+        self._cache = cache
+        self._kind = kind
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Cache" >> beam.Create([self._cache])
+            | "List" >> beam.FlatMap(caption_cache.list_segments, self._kind)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.FlatMap(caption_cache.read_segment, self._kind)
+        )
 
 
 class _CacheHits(beam.DoFn):
@@ -257,7 +275,7 @@ class CaptionPlan(beam.PTransform):
         )
         patches = [resolved[PATCH], images[PATCH]]
         if want_cache:
-            entries = rows.pipeline | "CaptionCache" >> _cache_entries(self._cache, caption_cache.CAPTIONS)
+            entries = rows.pipeline | "CaptionCache" >> _CacheEntries(self._cache, caption_cache.CAPTIONS)
             hits = (
                 (images.keys, entries)
                 | "JoinCache" >> beam.CoGroupByKey()
@@ -427,7 +445,7 @@ class FusionPlan(beam.PTransform):
             )
             patches.append(pairs[PATCH])
             if cache and self._fusion is not None:
-                entries = rows.pipeline | "FusionCache" >> _cache_entries(cache, caption_cache.FUSIONS)
+                entries = rows.pipeline | "FusionCache" >> _CacheEntries(cache, caption_cache.FUSIONS)
                 model = self._fusion.model_name or self._fusion.generation.model
                 hits = (
                     (pairs.keys, entries)

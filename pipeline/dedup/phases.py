@@ -150,6 +150,12 @@ class DedupRun:
         self.fingerprint = dedup_fingerprint(config)
         self.job = hashlib.blake2b(f"{self.output}\x00{self.fingerprint}".encode(), digest_size=8).hexdigest()
         self.cache = config.run.caption_cache
+        # cache keys name the engine (backend/dtype): resolved here, from the job's GPU, not on
+        # the index jobs' workers, which may have none (a remaining `auto` is resolved there,
+        # and the model phase recomputes any cached caption its engine did not write)
+        from pipeline.gpu_plan import plan_job_gpus
+
+        self.planned, _ = plan_job_gpus(config, refuse=False)
         self.phases: dict[str, dict[str, Any]] = {}
 
     def say(self, text: str) -> None:
@@ -296,11 +302,11 @@ class DedupRun:
         assert self.config.reader is not None
         _ = pipeline | "ReadInput" >> ReadInput(self.config.reader) | "UrlIndex" >> UrlIndex(folder)
 
-    def _rows_of(self, pipeline: beam.Pipeline, phase: str, columns: Sequence[str]):
+    def _rows_of(self, pipeline: beam.Pipeline, phase: str, columns: Sequence[str], folder: str):
         from pipeline.dedup.index_jobs import ReadColumns
 
         parquets = committed_parquet_urls(phase_output(self.output, phase))
-        return pipeline | f"Read[{phase}]" >> ReadColumns(parquets, columns)
+        return pipeline | f"Read[{phase}]" >> ReadColumns(parquets, columns, list_dir=folder)
 
     def _image_config(self) -> Any | None:
         return self.config.download.image_config() if "download" in self.config.stages else None
@@ -308,8 +314,8 @@ class DedupRun:
     def _build_caption_plan(self, pipeline: beam.Pipeline, folder: str) -> None:
         from pipeline.dedup.index_jobs import CAPTION_PLAN_COLUMNS, CaptionPlan
 
-        c = self.config
-        rows = self._rows_of(pipeline, "download", CAPTION_PLAN_COLUMNS)
+        c = self.planned
+        rows = self._rows_of(pipeline, "download", CAPTION_PLAN_COLUMNS, folder)
         _ = rows | "CaptionPlan" >> CaptionPlan(
             folder,
             caption=c.caption if "caption" in c.stages else None,
@@ -320,8 +326,8 @@ class DedupRun:
     def _build_fusion_plan(self, pipeline: beam.Pipeline, folder: str) -> None:
         from pipeline.dedup.index_jobs import FUSION_PLAN_COLUMNS, FusionPlan
 
-        c = self.config
-        rows = self._rows_of(pipeline, "caption", FUSION_PLAN_COLUMNS)
+        c = self.planned
+        rows = self._rows_of(pipeline, "caption", FUSION_PLAN_COLUMNS, folder)
         _ = rows | "FusionPlan" >> FusionPlan(
             folder,
             job=self.job,
@@ -336,8 +342,8 @@ class DedupRun:
     def _build_fusion_fill(self, pipeline: beam.Pipeline, folder: str) -> None:
         from pipeline.dedup.index_jobs import FUSION_FILL_COLUMNS, FusionFill
 
-        c = self.config
-        rows = self._rows_of(pipeline, "fuse", FUSION_FILL_COLUMNS)
+        c = self.planned
+        rows = self._rows_of(pipeline, "fuse", FUSION_FILL_COLUMNS, folder)
         _ = rows | "FusionFill" >> FusionFill(
             folder,
             job=self.job,

@@ -98,6 +98,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("fusion_source", "string"),
     ("fusion_reason", "string"),
     ("ethics_flagged", "bool"),
+    # `vecap run --dedup`: the canonical row whose captions this row carries (a trainer may
+    # skip rows that have one)
+    ("duplicate_of", "string"),
+    ("duplicate_kind", "string"),
+    ("fusion_of", "string"),
 )
 # the columns counted per file, for the card (the rows' own word on models, prompts, engines)
 _COUNTED = (

@@ -103,6 +103,9 @@ JSON_FIELDS = (
     "fusion_engine",
     "fusion_source",
     "ethics_flagged",
+    "duplicate_of",  # `vecap run --dedup`: a trainer may skip rows that name a canonical row
+    "duplicate_kind",
+    "fusion_of",
 )
 _READ_COLUMNS = tuple(dict.fromkeys(("status", "jpg", *JSON_FIELDS)))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import decimal
 import json
 import math
@@ -82,6 +83,10 @@ from pipeline.io.text_formats import (
 )
 from pipeline.io.writer import read_shard_records
 from schemas import Record, Status, make_uid
+
+# From this many shards on, a shard list reaches the runner as a file (OUT/plan/...) instead of
+# inside the job graph: Dataflow refuses job graphs over a few MB, and 300M rows are 300k shards.
+PLAN_FILE_MIN_SHARDS = 1000
 
 # Files are scanned concurrently: footer reads and object-store reads are latency-bound, and
 # zlib inflates without the GIL.
@@ -452,6 +457,48 @@ def read_plan_file(path: str) -> Iterator[InputShard]:
                 raise ValueError(f"{path}:{number}: not a shard plan line: {e}") from e
 
 
+def write_parquet_list(parquets: Mapping[int, str], path: str) -> str:
+    """Shard id -> committed parquet URL as JSON lines at ``path``, published whole: what a
+    read of an earlier output names instead of embedding 300k URLs in the job graph."""
+    from pipeline.io.shard_files import fs_and_path, put_bytes
+
+    fs, target = fs_and_path(path)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    lines = "".join(json.dumps([sid, url]) + "\n" for sid, url in sorted(parquets.items()))
+    put_bytes(fs, target, lines.encode())
+    return path
+
+
+def read_parquet_list(path: str) -> Iterator[tuple[int, str]]:
+    import fsspec
+
+    with fsspec.open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                sid, url = json.loads(line)
+                yield int(sid), url
+
+
+class ShardParquets(beam.PTransform):
+    """Pipeline root -> (shard id, parquet URL): from the graph for a few shards, from a
+    :func:`write_parquet_list` file read on a worker for many (Dataflow caps job graphs at a
+    few MB); spread over workers either way."""
+
+    def __init__(self, parquets: Sequence[tuple[int, str]] | None = None, plan_file: str | None = None) -> None:
+        super().__init__()
+        if (parquets is None) == (plan_file is None):
+            raise ValueError("give the parquets or a file listing them")
+        self._parquets = None if parquets is None else list(parquets)
+        self._plan_file = plan_file
+
+    def expand(self, pbegin):
+        if self._plan_file is not None:
+            pairs = pbegin | "ParquetList" >> beam.Create([self._plan_file]) | beam.FlatMap(read_parquet_list)
+        else:
+            pairs = pbegin | "EarlierShards" >> beam.Create(self._parquets)
+        return pairs | "SpreadShards" >> beam.Reshuffle()
+
+
 class ReadInput(beam.PTransform):
     """Pipeline root -> PCollection[Record]: every row of the planned shards.
 
@@ -505,12 +552,16 @@ class ReadEarlierOutput(beam.PTransform):
         shard_ids: Sequence[int],
         retry_statuses: Sequence[str] = (),
         parquets: Mapping[int, str] | None = None,
+        *,
+        list_dir: str | None = None,
     ) -> None:
         super().__init__()
         self._source = source
         self._shard_ids = list(shard_ids)
         self._retry = frozenset(retry_statuses)
         self._parquets = dict(parquets) if parquets is not None else None
+        # from PLAN_FILE_MIN_SHARDS shards on, the parquet list goes in a file in this folder
+        self._list_dir = list_dir
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         parquets = self._parquets
@@ -519,10 +570,16 @@ class ReadEarlierOutput(beam.PTransform):
         missing = [sid for sid in self._shard_ids if sid not in parquets]
         if missing:
             raise ValueError(f"{self._source}: shards {missing[:5]} are not committed there")
+        pairs = [(sid, parquets[sid]) for sid in self._shard_ids]
+        if self._list_dir is not None and len(pairs) >= PLAN_FILE_MIN_SHARDS:
+            ident = hashlib.blake2b(json.dumps(pairs).encode(), digest_size=8).hexdigest()
+            listing = write_parquet_list(dict(pairs), f"{self._list_dir.rstrip('/')}/earlier-{ident}.jsonl")
+            shards = ShardParquets(plan_file=listing)
+        else:
+            shards = ShardParquets(pairs)
         return (
             pbegin
-            | "EarlierShards" >> beam.Create([(sid, parquets[sid]) for sid in self._shard_ids])
-            | "SpreadShards" >> beam.Reshuffle()
+            | "EarlierShards" >> shards
             | "ReadEarlierShard" >> beam.FlatMap(_read_earlier, self._retry)
         )
 

@@ -128,6 +128,9 @@ def collect_content(config: ReportConfig) -> ReportContent:
     stats = [s.stats for s in scan.finished]
     content.throughput = figures.throughput(stats)
     content.stages = figures.stage_totals(stats)
+    for s in stats:
+        for key, n in (s.dedup_counts or {}).items():
+            content.dedup[key] = content.dedup.get(key, 0) + int(n)
     content.figures = {
         "status": figures.status_svg(content.status),
         "lengths": figures.lengths_svg(rows.lengths),

@@ -94,6 +94,7 @@ class ReportContent:
     problems: list[str] = field(default_factory=list)
     rows: int = 0
     ethics_flagged: int = 0
+    dedup: dict[str, int] = field(default_factory=dict)  # summed ShardStats.dedup_counts
     status: list[Bar] = field(default_factory=list)
     fusion: list[Bar] = field(default_factory=list)
     lengths: list[LengthSummary] = field(default_factory=list)
@@ -200,6 +201,16 @@ def _header(c: ReportContent) -> str:
         ("ok rows", f"{ok.count:,} ({ok.share:.1%})" if ok else "0"),
         ("ethics-flagged", f"{c.ethics_flagged:,}"),
     ]
+    # `vecap run --dedup`: what the duplicates and the caption cache saved
+    for key, label in (
+        ("url_duplicates", "downloads saved (repeated URLs)"),
+        ("image_duplicates", "repeated images (other URLs)"),
+        ("caption_calls_saved", "caption calls saved"),
+        ("fusion_calls_saved", "fusion calls saved"),
+        ("caption_cache_hits", "caption cache hits"),
+    ):
+        if c.dedup:
+            cards.append((label, f"{c.dedup.get(key, 0):,}"))
     run_status = (c.manifest or {}).get("status")
     if isinstance(run_status, str):
         cards.insert(0, ("run status (manifest)", run_status))

@@ -115,7 +115,7 @@ def _check_stats(stats: ShardStats, shard_id: int) -> None:
         raise ValueError(f"rows is {stats.rows!r}")
     if not (_is_number(stats.started_at) and _is_number(stats.finished_at)):
         raise ValueError("started_at/finished_at are not numbers")
-    for name in ("status_counts", "fusion_source_counts", "stage_seconds"):
+    for name in ("status_counts", "fusion_source_counts", "stage_seconds", "dedup_counts"):
         value = getattr(stats, name)
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and _is_number(v) for k, v in value.items()

@@ -180,8 +180,15 @@ def test_dedup_within_a_job(tiny_models, server, tmp_path, monkeypatch):
     assert summary["url_duplicates"] == 4 and summary["image_duplicates"] == 1
     assert summary["pair_duplicates"] == 3
     assert summary["caption_calls_saved"] == 4  # 3 URL dups with an image + 1 bytes dup
+    from pipeline.io.stats_summary import format_stats
+
+    assert "caption_calls_saved" in format_stats(output_stats(str(out)))
     manifest = read_manifest(str(out))
     assert manifest["dedup"]["counts"] == summary
+    from pipeline.report.build import ReportConfig, build_report
+
+    page = Path(build_report(ReportConfig(output_dir=str(out))).path).read_text()
+    assert "caption calls saved" in page and "downloads saved (repeated URLs)" in page
     assert manifest["stages"] == ["download", "caption", "fuse"]
     assert manifest["stages_done"] == ["download", "caption", "fuse"]
     # the release export works as before: one caption per URL, from its own row
@@ -365,3 +372,80 @@ def test_dedup_refuses_what_it_cannot_do(tmp_path):
     # the cache implies dedup
     cfg = build_pipeline_config({**{k: v for k, v in base.items() if k != "dedup"}, "caption_cache": "memory://c"})
     assert cfg.run.dedup
+
+
+@pytest.mark.portable
+@pytest.mark.timeout(900)
+def test_dedup_on_prism_with_external_workers(tiny_models, server, tmp_path):
+    """Every phase, index jobs included, on Prism with SDK workers in separate processes (the
+    FlinkRunner launcher's flags): the same output as the local runner's."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.portable_local import find_prism, runner_args, start_job_server, start_worker_pool
+    from tests.pipeline.test_portable import REPO, _env
+
+    find_prism()
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    local = tmp_path / "local"
+    _run(_config(tiny_models, str(folder), local, caption_cache=str(tmp_path / "cache-local")))
+    services = []
+    try:
+        pool = start_worker_pool(tmp_path / "worker-pool")
+        services.append(pool)
+        job_server = start_job_server("prism", tmp_path / "job-server")
+        services.append(job_server)
+        out = tmp_path / "prism"
+        argv = [
+            sys.executable, "-m", "pipeline.cli", "run", "--input", str(folder), "--output", str(out),
+            "--stages", "download,caption,fuse", "--shard-size", "4", "--dedup",
+            "--caption-cache", str(tmp_path / "cache-prism"),
+            "--allow-private-networks", "--no-progress", "--threads", "4",
+            "--caption-model", str(tiny_models.llava), "--fusion-model", str(tiny_models.llm),
+            "--device", "cpu", "--max-new-tokens", "6", "--set", "download.retries=0",
+            *runner_args("prism", job_server, pool, parallelism=2),
+        ]  # fmt: skip
+        done = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        assert "fusion-fill:" in done.stderr
+    finally:
+        for service in reversed(services):
+            service.kill(signal.SIGKILL)
+    assert _comparable(out) == _comparable(local)
+    assert output_stats(str(out)).dedup_counts == output_stats(str(local)).dedup_counts
+    for kind in (caption_cache.CAPTIONS, caption_cache.FUSIONS):
+        assert len(caption_cache.list_segments(str(tmp_path / "cache-prism"), kind)) == len(
+            caption_cache.list_segments(str(tmp_path / "cache-local"), kind)
+        )
+
+
+def test_dedup_on_engine_servers_streams_only_canonical_rows(
+    tiny_models, server, tmp_path, monkeypatch, sim_fleet_env
+):
+    """The server backend (rows streamed to one engine per GPU, pipeline.inflight): requests
+    each engine answered == distinct images / distinct pairs; duplicates carry the canonical's
+    captions (the simulated engine's text is a function of the request, so a caption on the
+    wrong row would show)."""
+    stats_dir = tmp_path / "sim-stats"
+    monkeypatch.setenv("VECAP_SIM_STATS_DIR", str(stats_dir))
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    out = tmp_path / "out"
+    data = _config(tiny_models, str(folder), out)
+    for stage in ("caption", "fusion"):
+        data[stage]["generation"].update(backend="vllm", gpus="0,1", max_new_tokens=40)
+    assert _run(data).status == "succeeded"
+    requests = collections.Counter()
+    for f in stats_dir.glob("sim-*.json"):
+        s = json.loads(f.read_text())
+        requests[s["model"]] += s["requests_done"]
+    rows = _by_uid(out)
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert requests[str(tiny_models.llava)] == len({r["sha256"] for r in ok}) == 3
+    llm_pairs = {(r["sha256"], r["alt_text"]) for r in ok if r["fusion_source"] == "llm"}
+    assert requests[str(tiny_models.llm)] == len(llm_pairs)
+    for r in ok:
+        if r["duplicate_of"]:
+            assert r["visual_caption"] == rows[r["duplicate_of"]]["visual_caption"]
+        if r["fusion_of"]:
+            assert r["fused_caption"] == rows[r["fusion_of"]]["fused_caption"]

@@ -364,3 +364,30 @@ def test_a_large_plan_reaches_the_runner_as_a_file(sample_table, tmp_path, monke
     assert sorted(json.loads(ln)["shard_id"] for ln in lines) == list(range(res.plan.shards_total))
     assert not Path(embedded, "plan").exists()
     assert rows_of(from_file, ("download_attempts",)) == rows_of(embedded, ("download_attempts",))
+
+
+def test_a_large_earlier_output_reaches_the_runner_as_a_file(sample_table, tmp_path, monkeypatch):
+    """--from over many shards: the committed parquets are listed in OUT/plan/earlier-*.jsonl
+    (read on a worker), not embedded in the job graph; the rows are the same."""
+    import pipeline.io.readers as readers_module
+
+    first = str(tmp_path / "first")
+    run_pipeline(build_pipeline_config(_config(sample_table, first)), stream=io.StringIO())
+
+    def chained(out: str) -> dict:
+        return {"from": first, "output": out, "stages": [], "progress": False}
+
+    embedded = str(tmp_path / "embedded")
+    run_pipeline(build_pipeline_config(chained(embedded)), stream=io.StringIO())
+    monkeypatch.setattr(readers_module, "PLAN_FILE_MIN_SHARDS", 1)
+    from_file = str(tmp_path / "from-file")
+    res = run_pipeline(build_pipeline_config(chained(from_file)), stream=io.StringIO())
+    assert res.status == "succeeded"
+    listed = [
+        json.loads(ln)[0]
+        for f in Path(from_file, "plan").glob("earlier-*.jsonl")
+        for ln in f.read_text().splitlines()
+    ]
+    assert sorted(listed) == list(range(res.plan.shards_total))
+    assert not Path(embedded, "plan").exists()
+    assert rows_of(from_file) == rows_of(embedded)

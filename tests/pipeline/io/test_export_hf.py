@@ -572,5 +572,5 @@ def test_record_schema_columns_are_all_accounted_for():
     """A new Record column is a decision for this export: exported, or knowingly left out."""
     exported = {name for name, _ in export_hf_module.COLUMNS} - {"image", "caption"}
     left_out = {"shard_id", "row_index", "extra", "jpg", "image_format", "http_status",
-                "download_attempts", "ethics_reason"}  # fmt: skip
+                "download_attempts", "ethics_reason", "caption_cached", "fusion_cached"}  # fmt: skip
     assert exported | left_out == set(RECORD_SCHEMA.names)
