@@ -10,7 +10,9 @@ new AltText. Through download + caption + fuse with the tiny models on the local
 - ``fusion_calls_per_distinct``: prompts sent to the fusion LLM / distinct (image, AltText)
   pairs the LLM fuses (target 1.0); both also without dedup, side by side;
 - ``dedup_cpu_ms_per_row``: wall time of the phases a plain run does not have (the four index
-  jobs and the assemble pass; all CPU here), per input row;
+  jobs and the assemble pass; all CPU here), per input row; a second dedup run on a quarter of
+  the input splits it into a fixed start-up (``dedup_fixed_s``: eight Beam jobs) and the
+  marginal cost per row (``dedup_marginal_ms_per_row``), fitted through the two sizes;
 - a second job over an input half new (half its rows repeat the first job's images and
   AltTexts) sharing the caption cache: calls / new items (target 1.0).
 
@@ -104,6 +106,11 @@ def _timed_phases():
     return seconds
 
 
+def _extra(seconds: dict[str, float]) -> float:
+    """Seconds of the phases a run without dedup does not have: index jobs and assemble."""
+    return sum(v for k, v in seconds.items() if k not in ("download", "caption", "fuse"))
+
+
 def _distinct(out: str) -> tuple[int, int]:
     """(distinct images, distinct (image, AltText) pairs fused by the LLM) among ok rows."""
     from tests.pipeline.test_run import rows_of
@@ -116,7 +123,7 @@ def _distinct(out: str) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--dup-urls", type=float, default=0.1)
     ap.add_argument("--dup-images", type=float, default=0.1)
     ap.add_argument("--shard-size", type=int, default=16)
@@ -164,9 +171,15 @@ def main() -> None:
             _table(first, rows)
             plain_s, plain_calls = run(config(first, "plain"))
             dedup_s, dedup_calls = run(config(first, "dedup", caption_cache=str(tmp / "cache")))
-            extra = sum(v for k, v in phase_seconds.items() if k not in ("download", "caption", "fuse"))
+            extra = _extra(phase_seconds)
             phases = dict(phase_seconds)
             images, pairs = _distinct(str(tmp / "dedup"))
+            # the same on a quarter of the input: fixed start-up vs cost per row
+            quarter = _input(server.base_url, first_names[: args.images // 4], args.dup_urls, args.dup_images, seed=1)
+            small = tmp / "small.csv"
+            _table(small, quarter)
+            run(config(small, "small", dedup=True))
+            small_extra = _extra(phase_seconds)
             # job 2: half its rows are job 1's (same URL and AltText), half new images
             half = random.Random(3).sample([r for r in rows if "?copy=" not in r[0]], len(new_names))
             second_rows = half + [
@@ -179,6 +192,7 @@ def main() -> None:
             new_pairs = len(new_names)  # each new image's own AltText (all fused by the LLM)
 
     n = len(rows)
+    marginal = (extra - small_extra) / (n - len(quarter))
     figures = {
         "rows": n,
         "distinct_images": images,
@@ -188,6 +202,8 @@ def main() -> None:
         "plain_caption_calls_per_distinct": round(plain_calls.get("caption", 0) / images, 3),
         "plain_fusion_calls_per_distinct": round(plain_calls.get("fusion", 0) / pairs, 3),
         "dedup_cpu_ms_per_row": round(1000 * extra / n, 2),
+        "dedup_fixed_s": round(extra - marginal * n, 2),
+        "dedup_marginal_ms_per_row": round(1000 * marginal, 2),
         "plain_wall_s": round(plain_s, 2),
         "dedup_wall_s": round(dedup_s, 2),
         "second_job_rows": len(second_rows),
@@ -204,7 +220,9 @@ def main() -> None:
     print(f"{'second job (half new)':28}{second_calls.get('caption', 0):>15}{second_calls.get('fusion', 0):>14}{second_s:>9.1f}")
     print(f"{'new items in it':28}{new_images:>15}{new_pairs:>14}")
     print("dedup phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
-    print(f"index jobs + assemble: {extra:.2f} s = {figures['dedup_cpu_ms_per_row']} ms per row")
+    print(f"index jobs + assemble: {extra:.2f} s = {figures['dedup_cpu_ms_per_row']} ms per row "
+          f"({len(quarter)} rows: {small_extra:.2f} s; fit: {figures['dedup_fixed_s']} s fixed + "
+          f"{figures['dedup_marginal_ms_per_row']} ms per row)")  # fmt: skip
     print(json.dumps(figures))
 
 

@@ -449,3 +449,49 @@ def test_dedup_on_engine_servers_streams_only_canonical_rows(
             assert r["visual_caption"] == rows[r["duplicate_of"]]["visual_caption"]
         if r["fusion_of"]:
             assert r["fused_caption"] == rows[r["fusion_of"]]["fused_caption"]
+
+
+def test_kill_9_in_the_caption_phase_then_resume(tiny_models, server, tmp_path):
+    """A real crash of the launcher while the caption phase commits shards: the same command
+    again resumes that phase (its committed shards are not captioned again) and the output
+    equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.pipeline.test_portable import REPO, _env
+
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    reference = tmp_path / "reference"
+    _run({**_config(tiny_models, str(folder), reference), "reader": {"shard_size": 2}})
+    out = tmp_path / "killed"
+    argv = [
+        sys.executable, "-m", "pipeline.cli", "run", "--input", str(folder), "--output", str(out),
+        "--stages", "download,caption,fuse", "--shard-size", "2", "--dedup", "--local-wave-shards", "1",
+        "--allow-private-networks", "--no-progress", "--threads", "4",
+        "--caption-model", str(tiny_models.llava), "--fusion-model", str(tiny_models.llm),
+        "--device", "cpu", "--max-new-tokens", "6", "--set", "download.retries=0",
+    ]  # fmt: skip
+    caption_shards = out / "dedup" / "caption" / "shards"
+    proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if caption_shards.exists() and list(caption_shards.glob("part-*.stats.json")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    committed = len(list(caption_shards.glob("part-*.stats.json")))
+    assert 1 <= committed < 5, committed
+    resumed = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "urls: committed earlier" in resumed.stderr
+    assert f"{committed} already finished" in resumed.stderr
+    assert _comparable(out) == _comparable(reference)
