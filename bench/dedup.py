@@ -64,10 +64,12 @@ def _input(base: str, names: list[str], dup_urls: float, dup_images: float, seed
     rows = [(f"{base}/{n}", f"a photo number {i} of the {seed} set") for i, n in enumerate(names)]
     originals = list(rows)
     for _ in range(round(dup_urls * len(originals))):
-        rows.append(rnd.choice(originals))  # the same URL and AltText: one download, one of each call
+        # the same URL and AltText: one download, one call of each model
+        rows.append(rnd.choice(originals))
     for k in range(round(dup_images * len(originals))):
         url, _alt = rnd.choice(originals)
-        rows.append((f"{url}?copy={k}", f"another page showing picture {k}"))  # same bytes, new pair
+        # the same bytes behind another URL, with a new AltText: one caption, its own fusion
+        rows.append((f"{url}?copy={k}", f"another page showing picture {k}"))
     rnd.shuffle(rows)
     return rows
 
@@ -175,13 +177,21 @@ def main() -> None:
             phases = dict(phase_seconds)
             images, pairs = _distinct(str(tmp / "dedup"))
             # the same on a quarter of the input: fixed start-up vs cost per row
-            quarter = _input(server.base_url, first_names[: args.images // 4], args.dup_urls, args.dup_images, seed=1)
+            quarter = _input(
+                server.base_url,
+                first_names[: args.images // 4],
+                args.dup_urls,
+                args.dup_images,
+                seed=1,
+            )
             small = tmp / "small.csv"
             _table(small, quarter)
             run(config(small, "small", dedup=True))
             small_extra = _extra(phase_seconds)
             # job 2: half its rows are job 1's (same URL and AltText), half new images
-            half = random.Random(3).sample([r for r in rows if "?copy=" not in r[0]], len(new_names))
+            half = random.Random(3).sample(
+                [r for r in rows if "?copy=" not in r[0]], len(new_names)
+            )
             second_rows = half + [
                 (f"{server.base_url}/{n}", f"a new photo {i}") for i, n in enumerate(new_names)
             ]
@@ -214,10 +224,16 @@ def main() -> None:
     print(f"input: {n} rows: {args.images} images, {args.dup_urls:.0%} repeated URLs, "
           f"{args.dup_images:.0%} repeated images behind new URLs")  # fmt: skip
     print(f"{'':28}{'caption calls':>15}{'fusion calls':>14}{'wall s':>9}")
-    print(f"{'without dedup':28}{plain_calls.get('caption', 0):>15}{plain_calls.get('fusion', 0):>14}{plain_s:>9.1f}")
-    print(f"{'--dedup':28}{dedup_calls.get('caption', 0):>15}{dedup_calls.get('fusion', 0):>14}{dedup_s:>9.1f}")
+    print(
+        f"{'without dedup':28}{plain_calls.get('caption', 0):>15}{plain_calls.get('fusion', 0):>14}{plain_s:>9.1f}"
+    )
+    print(
+        f"{'--dedup':28}{dedup_calls.get('caption', 0):>15}{dedup_calls.get('fusion', 0):>14}{dedup_s:>9.1f}"
+    )
     print(f"{'distinct items':28}{images:>15}{pairs:>14}")
-    print(f"{'second job (half new)':28}{second_calls.get('caption', 0):>15}{second_calls.get('fusion', 0):>14}{second_s:>9.1f}")
+    print(
+        f"{'second job (half new)':28}{second_calls.get('caption', 0):>15}{second_calls.get('fusion', 0):>14}{second_s:>9.1f}"
+    )
     print(f"{'new items in it':28}{new_images:>15}{new_pairs:>14}")
     print("dedup phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     print(f"index jobs + assemble: {extra:.2f} s = {figures['dedup_cpu_ms_per_row']} ms per row "

@@ -62,7 +62,6 @@ from pipeline.run_lease import (
 from schemas.stats import ShardStats
 
 
-
 class RunFailed(RuntimeError):
     """The pipeline ended without committing every planned shard."""
 

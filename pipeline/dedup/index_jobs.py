@@ -102,7 +102,8 @@ class WritePatches(beam.PTransform):
         return (
             patches
             | "ByShard" >> beam.GroupByKey()
-            | "Write" >> beam.Map(lambda kv, folder: write_shard_patches(folder, kv[0], kv[1]), self._folder)
+            | "Write"
+            >> beam.Map(lambda kv, folder: write_shard_patches(folder, kv[0], kv[1]), self._folder)
         )
 
 
@@ -275,17 +276,25 @@ class CaptionPlan(beam.PTransform):
         )
         patches = [resolved[PATCH], images[PATCH]]
         if want_cache:
-            entries = rows.pipeline | "CaptionCache" >> _CacheEntries(self._cache, caption_cache.CAPTIONS)
+            entries = rows.pipeline | "CaptionCache" >> _CacheEntries(
+                self._cache, caption_cache.CAPTIONS
+            )
             hits = (
                 (images.keys, entries)
                 | "JoinCache" >> beam.CoGroupByKey()
                 | "CacheHits"
                 >> beam.ParDo(
-                    _CacheHits(caption_cache.CAPTIONS, self._caption.recorded_model, self._caption.prompt_id)
+                    _CacheHits(
+                        caption_cache.CAPTIONS,
+                        self._caption.recorded_model,
+                        self._caption.prompt_id,
+                    )
                 )
             )
             patches.append(hits)
-        return patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
+        return (
+            patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
+        )
 
 
 # --------------------------------------------------------------------------- after captioning
@@ -340,7 +349,9 @@ class _FillCaptions(beam.DoFn):
             and canonical.sha256
         ):
             entry = {name: getattr(canonical, name) for name in CAPTION_FIELDS}
-            k = caption_key(canonical.sha256, self._settings, self._generation, canonical.caption_engine)
+            k = caption_key(
+                canonical.sha256, self._settings, self._generation, canonical.caption_engine
+            )
             yield beam.pvalue.TaggedOutput("new", (canonical.shard_id, (k, entry)))
 
 
@@ -361,7 +372,9 @@ class _PairGroups(beam.DoFn):
             yield _patch(row, {"fusion_of": canonical.uid})
         if self._settings is not None:
             yield (
-                fusion_key(canonical.visual_caption, canonical.alt_text, self._settings, self._generation),
+                fusion_key(
+                    canonical.visual_caption, canonical.alt_text, self._settings, self._generation
+                ),
                 canonical,
             )
 
@@ -392,7 +405,9 @@ class WriteCacheSegments(beam.PTransform):
         shard, items = kv
         items = list(items)
         _count(f"{kind}_cache_added", len(items))
-        return caption_cache.write_segment(cache, kind, caption_cache.segment_name(job, kind, shard), items)
+        return caption_cache.write_segment(
+            cache, kind, caption_cache.segment_name(job, kind, shard), items
+        )
 
 
 class FusionPlan(beam.PTransform):
@@ -432,7 +447,9 @@ class FusionPlan(beam.PTransform):
         )
         patches = [filled[PATCH]]
         if cache:
-            _ = filled.new | "AddCaptions" >> WriteCacheSegments(cache, caption_cache.CAPTIONS, self._job)
+            _ = filled.new | "AddCaptions" >> WriteCacheSegments(
+                cache, caption_cache.CAPTIONS, self._job
+            )
         if self._pairs:
             f_settings = fusion_settings(self._fusion, self._ethics) if cache else None
             f_generation = self._fusion.generation if (cache and self._fusion) else None
@@ -441,11 +458,15 @@ class FusionPlan(beam.PTransform):
                 | "KeyByPair" >> beam.FlatMap(_pair_key)
                 | "GroupPairs" >> beam.GroupByKey()
                 | "PairGroups"
-                >> beam.ParDo(_PairGroups(f_settings, f_generation)).with_outputs(PATCH, main="keys")
+                >> beam.ParDo(_PairGroups(f_settings, f_generation)).with_outputs(
+                    PATCH, main="keys"
+                )
             )
             patches.append(pairs[PATCH])
             if cache and self._fusion is not None:
-                entries = rows.pipeline | "FusionCache" >> _CacheEntries(cache, caption_cache.FUSIONS)
+                entries = rows.pipeline | "FusionCache" >> _CacheEntries(
+                    cache, caption_cache.FUSIONS
+                )
                 model = self._fusion.model_name or self._fusion.generation.model
                 hits = (
                     (pairs.keys, entries)
@@ -454,7 +475,9 @@ class FusionPlan(beam.PTransform):
                     >> beam.ParDo(_CacheHits(caption_cache.FUSIONS, model, self._fusion.prompt_id))
                 )
                 patches.append(hits)
-        return patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
+        return (
+            patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
+        )
 
 
 # --------------------------------------------------------------------------- after fusion
@@ -525,7 +548,9 @@ class FusionFill(beam.PTransform):
             ).with_outputs(PATCH, "new", main="none")
         )
         if cache:
-            _ = filled.new | "AddFusions" >> WriteCacheSegments(cache, caption_cache.FUSIONS, self._job)
+            _ = filled.new | "AddFusions" >> WriteCacheSegments(
+                cache, caption_cache.FUSIONS, self._job
+            )
         return filled[PATCH] | "WritePatches" >> WritePatches(self._folder)
 
 

@@ -93,7 +93,9 @@ def caption_settings(caption_config: Any, image_config: Any | None) -> dict[str,
     }
 
 
-def caption_key(sha256: str, settings: dict[str, Any], generation: Any, engine: str | None = None) -> str:
+def caption_key(
+    sha256: str, settings: dict[str, Any], generation: Any, engine: str | None = None
+) -> str:
     return _digest(["caption", sha256, settings, generation_settings(generation, engine)])
 
 

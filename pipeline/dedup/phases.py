@@ -69,7 +69,9 @@ class _AttachImages(beam.DoFn):
 
     def _images(self, shard_id: int) -> dict[str, bytes]:
         if shard_id not in self._cache:
-            rows = read_shard_records(self._parquets[shard_id], ("uid", "shard_id", "row_index", "jpg"))
+            rows = read_shard_records(
+                self._parquets[shard_id], ("uid", "shard_id", "row_index", "jpg")
+            )
             self._cache[shard_id] = {r.uid: r.jpg for r in rows if r.jpg is not None}
             while len(self._cache) > 2:  # a shard's images are tens of MB
                 self._cache.popitem(last=False)
@@ -102,7 +104,15 @@ class PrepareRows(beam.PTransform):
 # --------------------------------------------------------------------------- the chain
 
 # RunConfig fields that change how a run goes, not what it makes
-_VOLATILE_RUN_FIELDS = ("overwrite", "progress", "beam_args", "takeover", "heartbeat_s", "local_wave_shards", "gpu_type")
+_VOLATILE_RUN_FIELDS = (
+    "overwrite",
+    "progress",
+    "beam_args",
+    "takeover",
+    "heartbeat_s",
+    "local_wave_shards",
+    "gpu_type",
+)
 
 
 def dedup_fingerprint(config: PipelineConfig) -> str:
@@ -148,7 +158,9 @@ class DedupRun:
         self.stream = stream
         self.stage_overrides = stage_overrides
         self.fingerprint = dedup_fingerprint(config)
-        self.job = hashlib.blake2b(f"{self.output}\x00{self.fingerprint}".encode(), digest_size=8).hexdigest()
+        self.job = hashlib.blake2b(
+            f"{self.output}\x00{self.fingerprint}".encode(), digest_size=8
+        ).hexdigest()
         self.cache = config.run.caption_cache
         # cache keys name the engine (backend/dtype): resolved here, from the job's GPU, not on
         # the index jobs' workers, which may have none (a remaining `auto` is resolved there,
@@ -181,7 +193,9 @@ class DedupRun:
         build(pipeline, folder)
         result = pipeline.run()
         result.wait_until_finish()
-        commit = commit_patches(self.output, name, folder, self.fingerprint, _index_counters(result))
+        commit = commit_patches(
+            self.output, name, folder, self.fingerprint, _index_counters(result)
+        )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(commit.counts.items())) or "nothing found"
         self.say(f"{name}: {counts}")
         self.phases[name] = {"counts": commit.counts}
@@ -357,16 +371,15 @@ class DedupRun:
     def _record_manifest(self) -> None:
         """The assemble run wrote OUT's manifest as a run of no stages over the last phase:
         record the job's own stages and config, and the phases."""
-        from pipeline.manifest import read_manifest, write_manifest
-
         import collections
 
         from pipeline.io.shard_files import committed_shards
+        from pipeline.manifest import read_manifest, write_manifest
 
         manifest = read_manifest(self.output)
         if manifest is None:
             return
-        for name, phase in self.phases.items():
+        for _name, phase in self.phases.items():
             if "output" in phase and phase["output"] != self.output:
                 seconds: collections.Counter[str] = collections.Counter()
                 for s in committed_shards(phase["output"]).values():

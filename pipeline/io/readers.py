@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import decimal
+import hashlib
 import json
 import math
 import operator
@@ -484,7 +484,9 @@ class ShardParquets(beam.PTransform):
     :func:`write_parquet_list` file read on a worker for many (Dataflow caps job graphs at a
     few MB); spread over workers either way."""
 
-    def __init__(self, parquets: Sequence[tuple[int, str]] | None = None, plan_file: str | None = None) -> None:
+    def __init__(
+        self, parquets: Sequence[tuple[int, str]] | None = None, plan_file: str | None = None
+    ) -> None:
         super().__init__()
         if (parquets is None) == (plan_file is None):
             raise ValueError("give the parquets or a file listing them")
@@ -493,7 +495,11 @@ class ShardParquets(beam.PTransform):
 
     def expand(self, pbegin):
         if self._plan_file is not None:
-            pairs = pbegin | "ParquetList" >> beam.Create([self._plan_file]) | beam.FlatMap(read_parquet_list)
+            pairs = (
+                pbegin
+                | "ParquetList" >> beam.Create([self._plan_file])
+                | beam.FlatMap(read_parquet_list)
+            )
         else:
             pairs = pbegin | "EarlierShards" >> beam.Create(self._parquets)
         return pairs | "SpreadShards" >> beam.Reshuffle()
@@ -573,7 +579,9 @@ class ReadEarlierOutput(beam.PTransform):
         pairs = [(sid, parquets[sid]) for sid in self._shard_ids]
         if self._list_dir is not None and len(pairs) >= PLAN_FILE_MIN_SHARDS:
             ident = hashlib.blake2b(json.dumps(pairs).encode(), digest_size=8).hexdigest()
-            listing = write_parquet_list(dict(pairs), f"{self._list_dir.rstrip('/')}/earlier-{ident}.jsonl")
+            listing = write_parquet_list(
+                dict(pairs), f"{self._list_dir.rstrip('/')}/earlier-{ident}.jsonl"
+            )
             shards = ShardParquets(plan_file=listing)
         else:
             shards = ShardParquets(pairs)

@@ -329,7 +329,9 @@ def test_two_jobs_add_to_one_cache_at_once(tiny_models, server, tmp_path, monkey
 
     def job(i: int) -> None:
         try:
-            _run(_config(tiny_models, str(tables[i]), tmp_path / f"job{i}", caption_cache=str(cache)))
+            _run(
+                _config(tiny_models, str(tables[i]), tmp_path / f"job{i}", caption_cache=str(cache))
+            )
         except BaseException as e:  # reported below
             errors.append(e)
 
@@ -342,7 +344,7 @@ def test_two_jobs_add_to_one_cache_at_once(tiny_models, server, tmp_path, monkey
     # every caption either job computed is in the cache, each segment whole and readable
     entries = collections.defaultdict(list)
     for seg in caption_cache.list_segments(str(cache), caption_cache.CAPTIONS):
-        for key, (url, fields) in caption_cache.read_segment(seg, caption_cache.CAPTIONS):
+        for key, (_url, fields) in caption_cache.read_segment(seg, caption_cache.CAPTIONS):
             entries[key].append(fields)
     assert len(entries) == 6  # six distinct images, whichever job captioned them
     # a third job over all six images calls no model for captions
@@ -358,7 +360,9 @@ def test_a_tampered_cache_entry_is_never_used(tmp_path):
     """Belt and braces beside the key: an entry recorded by another model is refused."""
     entry = {"visual_caption": "x", "caption_model": "other", "caption_prompt_id": "p"}
     assert not caption_cache.entry_matches(caption_cache.CAPTIONS, entry, "mine", "p")
-    assert caption_cache.entry_matches(caption_cache.CAPTIONS, {**entry, "caption_model": "mine"}, "mine", "p")
+    assert caption_cache.entry_matches(
+        caption_cache.CAPTIONS, {**entry, "caption_model": "mine"}, "mine", "p"
+    )
     # ties between two jobs' entries for one key: the smallest segment name wins, for everyone
     assert caption_cache.pick_entry([("s/b", {"v": 2}), ("s/a", {"v": 1})]) == {"v": 1}
 
@@ -368,9 +372,13 @@ def test_dedup_refuses_what_it_cannot_do(tmp_path):
     with pytest.raises(ConfigError, match="pilot"):
         build_pipeline_config({**base, "max_shards": 1})
     with pytest.raises(ConfigError, match="--from"):
-        build_pipeline_config({"from": str(tmp_path / "e"), "output": str(tmp_path / "o"), "dedup": True})
+        build_pipeline_config(
+            {"from": str(tmp_path / "e"), "output": str(tmp_path / "o"), "dedup": True}
+        )
     # the cache implies dedup
-    cfg = build_pipeline_config({**{k: v for k, v in base.items() if k != "dedup"}, "caption_cache": "memory://c"})
+    cfg = build_pipeline_config(
+        {**{k: v for k, v in base.items() if k != "dedup"}, "caption_cache": "memory://c"}
+    )
     assert cfg.run.dedup
 
 
@@ -406,7 +414,9 @@ def test_dedup_on_prism_with_external_workers(tiny_models, server, tmp_path):
             "--device", "cpu", "--max-new-tokens", "6", "--set", "download.retries=0",
             *runner_args("prism", job_server, pool, parallelism=2),
         ]  # fmt: skip
-        done = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
         assert "fusion-fill:" in done.stderr
     finally:
@@ -475,7 +485,9 @@ def test_kill_9_in_the_caption_phase_then_resume(tiny_models, server, tmp_path):
         "--device", "cpu", "--max-new-tokens", "6", "--set", "download.retries=0",
     ]  # fmt: skip
     caption_shards = out / "dedup" / "caption" / "shards"
-    proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -490,7 +502,9 @@ def test_kill_9_in_the_caption_phase_then_resume(tiny_models, server, tmp_path):
             proc.kill()
     committed = len(list(caption_shards.glob("part-*.stats.json")))
     assert 1 <= committed < 5, committed
-    resumed = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "urls: committed earlier" in resumed.stderr
     assert f"{committed} already finished" in resumed.stderr
