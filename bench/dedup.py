@@ -9,10 +9,13 @@ new AltText. Through download + caption + fuse with the tiny models on the local
 - ``caption_calls_per_distinct``: prompts sent to the captioner / distinct images (target 1.0);
 - ``fusion_calls_per_distinct``: prompts sent to the fusion LLM / distinct (image, AltText)
   pairs the LLM fuses (target 1.0); both also without dedup, side by side;
-- ``dedup_cpu_ms_per_row``: wall time of the phases a plain run does not have (the four index
-  jobs and the assemble pass; all CPU here), per input row; a second dedup run on a quarter of
-  the input splits it into a fixed start-up (``dedup_fixed_s``: eight Beam jobs) and the
-  marginal cost per row (``dedup_marginal_ms_per_row``), fitted through the two sizes;
+- ``dedup_cpu_ms_per_row``: what dedup adds per row at scale, measured on ``--synthetic-rows``
+  (20,000) rows with the same duplicate shares through CPU stand-ins for the three stages (a
+  download that derives the image from the URL, captions and fusions from the row's content,
+  each skipping what the real stage's router skips): the wall time of the same job with and
+  without ``--dedup`` side by side, their difference per row (index jobs, the extra phase
+  outputs, assemble), and the index jobs and assemble alone per row. With the tiny models'
+  small input the same phases are shown too, mostly their fixed start-up;
 - a second job over an input half new (half its rows repeat the first job's images and
   AltTexts) sharing the caption cache: calls / new items (target 1.0).
 
@@ -108,6 +111,93 @@ def _timed_phases():
     return seconds
 
 
+# ----------------------------------------------------------------------------- at scale, no models
+
+
+def _stand_in(kind: str, config):
+    """A CPU stand-in for one stage, skipping what the real stage skips (its router)."""
+    import apache_beam as beam
+
+    return beam.Map(_stand_in_row, kind, config)
+
+
+def _stand_in_row(r, kind: str, config):
+    import hashlib
+
+    from pipeline.generation.precision import engine_label
+
+    if not r.ok:
+        return r
+    if kind == "download":
+        if r.jpg is not None or (config.inherit_duplicates and r.duplicate_kind == "url"):
+            return r
+        name = r.url.rsplit("/", 1)[1].split("?", 1)[0]  # ?copy=k: the same image
+        data = hashlib.sha256(name.encode()).digest() * 64
+        return r.replace(jpg=data, image_format="jpeg", width=64, height=48,
+                         original_width=64, original_height=48,
+                         sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+    if kind == "caption":
+        if (config.inherit_duplicates and r.duplicate_of) or r.visual_caption:
+            return r
+        return r.replace(visual_caption=f"a picture {r.sha256[:12]}",
+                         caption_model=config.recorded_model, caption_prompt_id=config.prompt_id,
+                         caption_engine=engine_label(config.generation))  # fmt: skip
+    if (config.inherit_duplicates and r.fusion_of) or r.fusion_source:
+        return r
+    return r.replace(fused_caption=f"{r.visual_caption}, {r.alt_text}", fusion_source="llm",
+                     fusion_model=config.model_name or config.generation.model,
+                     fusion_prompt_id=config.prompt_id,
+                     fusion_engine=engine_label(config.generation))  # fmt: skip
+
+
+def _synthetic_overhead(args, tmp: Path, models, phase_seconds: dict) -> dict:
+    import pipeline.run as run_module
+    from pipeline.config import build_pipeline_config
+
+    n_images = round(args.synthetic_rows / (1 + args.dup_urls + args.dup_images))
+    names = [f"img-{i:07d}.jpg" for i in range(n_images)]
+    rows = _input("http://127.0.0.1:9", names, args.dup_urls, args.dup_images, seed=5)
+    table = tmp / "synthetic.csv"
+    _table(table, rows)
+    real_stage = run_module.stage_transform
+
+    def stand_in_stage(stage, config):
+        kind = {"download": "download", "caption": "caption", "fuse": "fuse"}[stage]
+        cfg = {"download": config.download, "caption": config.caption, "fuse": config.fusion}[kind]
+        return _stand_in(kind, cfg)
+
+    run_module.stage_transform = stand_in_stage
+    try:
+        timings = {}
+        for label, extra in (("plain", {}), ("dedup", {"dedup": True})):
+            data = {
+                "input": str(table), "output": str(tmp / f"synthetic-{label}"),
+                "stages": ["download", "caption", "fuse"], "progress": False,
+                "reader": {"shard_size": 1000}, "local_wave_shards": 1000,
+                "caption": {"generation": {"model": str(models.llava), "device": "cpu"}},
+                "fusion": {"generation": {"model": str(models.llm), "device": "cpu"}},
+                **extra,
+            }  # fmt: skip
+            phase_seconds.clear()
+            t0 = time.perf_counter()
+            result = run_module.run_pipeline(build_pipeline_config(data), stream=io.StringIO())
+            assert result.status == "succeeded"
+            timings[label] = time.perf_counter() - t0
+            index = _extra(phase_seconds)
+            phases = {k: round(v, 2) for k, v in phase_seconds.items()}
+    finally:
+        run_module.stage_transform = real_stage
+    n = len(rows)
+    return {
+        "synthetic_rows": n,
+        "synthetic_plain_s": round(timings["plain"], 2),
+        "synthetic_dedup_s": round(timings["dedup"], 2),
+        "dedup_cpu_ms_per_row": round(1000 * (timings["dedup"] - timings["plain"]) / n, 3),
+        "dedup_index_ms_per_row": round(1000 * index / n, 3),
+        "synthetic_phase_s": phases,
+    }
+
+
 def _extra(seconds: dict[str, float]) -> float:
     """Seconds of the phases a run without dedup does not have: index jobs and assemble."""
     return sum(v for k, v in seconds.items() if k not in ("download", "caption", "fuse"))
@@ -130,6 +220,7 @@ def main() -> None:
     ap.add_argument("--dup-images", type=float, default=0.1)
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--synthetic-rows", type=int, default=20_000)
     args = ap.parse_args()
 
     from llava_recap.tiny_models import build_tiny_models
@@ -176,18 +267,6 @@ def main() -> None:
             extra = _extra(phase_seconds)
             phases = dict(phase_seconds)
             images, pairs = _distinct(str(tmp / "dedup"))
-            # the same on a quarter of the input: fixed start-up vs cost per row
-            quarter = _input(
-                server.base_url,
-                first_names[: args.images // 4],
-                args.dup_urls,
-                args.dup_images,
-                seed=1,
-            )
-            small = tmp / "small.csv"
-            _table(small, quarter)
-            run(config(small, "small", dedup=True))
-            small_extra = _extra(phase_seconds)
             # job 2: half its rows are job 1's (same URL and AltText), half new images
             half = random.Random(3).sample(
                 [r for r in rows if "?copy=" not in r[0]], len(new_names)
@@ -201,8 +280,8 @@ def main() -> None:
             new_images = len(new_names)
             new_pairs = len(new_names)  # each new image's own AltText (all fused by the LLM)
 
+        synthetic = _synthetic_overhead(args, tmp, models, phase_seconds)
     n = len(rows)
-    marginal = (extra - small_extra) / (n - len(quarter))
     figures = {
         "rows": n,
         "distinct_images": images,
@@ -211,9 +290,8 @@ def main() -> None:
         "fusion_calls_per_distinct": round(dedup_calls.get("fusion", 0) / pairs, 3),
         "plain_caption_calls_per_distinct": round(plain_calls.get("caption", 0) / images, 3),
         "plain_fusion_calls_per_distinct": round(plain_calls.get("fusion", 0) / pairs, 3),
-        "dedup_cpu_ms_per_row": round(1000 * extra / n, 2),
-        "dedup_fixed_s": round(extra - marginal * n, 2),
-        "dedup_marginal_ms_per_row": round(1000 * marginal, 2),
+        "small_input_dedup_phases_ms_per_row": round(1000 * extra / n, 2),
+        **synthetic,
         "plain_wall_s": round(plain_s, 2),
         "dedup_wall_s": round(dedup_s, 2),
         "second_job_rows": len(second_rows),
@@ -236,9 +314,14 @@ def main() -> None:
     )
     print(f"{'new items in it':28}{new_images:>15}{new_pairs:>14}")
     print("dedup phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
-    print(f"index jobs + assemble: {extra:.2f} s = {figures['dedup_cpu_ms_per_row']} ms per row "
-          f"({len(quarter)} rows: {small_extra:.2f} s; fit: {figures['dedup_fixed_s']} s fixed + "
-          f"{figures['dedup_marginal_ms_per_row']} ms per row)")  # fmt: skip
+    print(f"index jobs + assemble: {extra:.2f} s = {figures['small_input_dedup_phases_ms_per_row']} "
+          "ms per row (mostly the eight Beam jobs' fixed start-up at this size)")  # fmt: skip
+    s = synthetic
+    print(f"at scale ({s['synthetic_rows']} rows, CPU stand-ins for the stages): without dedup "
+          f"{s['synthetic_plain_s']} s, --dedup {s['synthetic_dedup_s']} s: "
+          f"{s['dedup_cpu_ms_per_row']} ms per row added; index jobs + assemble "
+          f"{s['dedup_index_ms_per_row']} ms per row")  # fmt: skip
+    print("  phases (wall s): " + ", ".join(f"{k} {v}" for k, v in s["synthetic_phase_s"].items()))
     print(json.dumps(figures))
 
 
