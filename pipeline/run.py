@@ -358,19 +358,10 @@ def plan_waves(plan: RunPlan, wave_shards: int | None) -> list[RunPlan]:
 def writer_counters(result: Any) -> dict[str, int]:
     """The writer's Beam counters (shards fused / regrouped, rows regrouped); {} where the runner
     does not report metrics."""
-    from apache_beam.metrics.metric import MetricsFilter
-
     from pipeline.io.writer import METRICS_NAMESPACE
+    from pipeline.runner_options import beam_counters
 
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    except Exception:  # not every runner implements metrics; the counters are diagnostics only
-        return {}
-    out: dict[str, int] = {}
-    for counter in found.get("counters", []):
-        value = counter.committed if counter.committed is not None else counter.attempted
-        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
-    return out
+    return beam_counters(result, METRICS_NAMESPACE)
 
 
 def _clear_output(output: str) -> None:
@@ -401,7 +392,9 @@ def run_pipeline(
     if config.run.dedup:  # a chain of runs (pipeline.dedup.phases), each through this function
         from pipeline.dedup.phases import run_dedup
 
-        return run_dedup(config, stream=stream, stage_overrides=stage_overrides)
+        return run_dedup(
+            config, run_phase=run_pipeline, stream=stream, stage_overrides=stage_overrides
+        )
     output = config.run.output
     preflight(config, skip_stages=set(stage_overrides or ()))
     # dtype and max_model_len made concrete, and a plan that cannot fit the GPU refused

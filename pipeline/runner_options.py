@@ -126,6 +126,22 @@ def _no_semi_persistent_noise(record: logging.LogRecord) -> bool:
 _NO_SEMI_PERSISTENT_NOISE = _no_semi_persistent_noise
 
 
+def beam_counters(result: Any, namespace: str) -> dict[str, int]:
+    """A finished pipeline's Beam counters in ``namespace``, summed by name; {} where the
+    runner does not report metrics (the counters vecap reads are diagnostics only)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace))
+    except Exception:  # not every runner implements metrics
+        return {}
+    out: dict[str, int] = {}
+    for counter in found.get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
 def make_pipeline(options: Any) -> Any:
     """A ``beam.Pipeline`` on the FnApiRunner unless the options name another runner."""
     import apache_beam as beam

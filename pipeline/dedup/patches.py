@@ -129,7 +129,9 @@ def read_shard_patches(commit: PatchCommit, shard_id: int) -> dict[str, dict[str
         table = pq.read_table(f)
     return {
         uid: json.loads(fields)
-        for uid, fields in zip(table.column("uid").to_pylist(), table.column("fields").to_pylist(), strict=False)
+        for uid, fields in zip(
+            table.column("uid").to_pylist(), table.column("fields").to_pylist(), strict=False
+        )
     }
 
 

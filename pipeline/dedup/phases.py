@@ -103,64 +103,52 @@ class PrepareRows(beam.PTransform):
 
 # --------------------------------------------------------------------------- the chain
 
-# RunConfig fields that change how a run goes, not what it makes
-_VOLATILE_RUN_FIELDS = (
-    "overwrite",
-    "progress",
-    "beam_args",
-    "takeover",
-    "heartbeat_s",
-    "local_wave_shards",
-    "gpu_type",
-)
-
 
 def dedup_fingerprint(config: PipelineConfig) -> str:
-    """What every committed index of this output was made for."""
-    data = config_to_dict(config)
-    for name in _VOLATILE_RUN_FIELDS:
-        data["run"].pop(name, None)
-    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=12).hexdigest()
+    """What every committed index of this output was made for: the input, the stages, the cache
+    and what the cache keys name (models, prompts, decoding, engines, image preparation), not
+    how fast it runs (batch sizes, GPUs, runner options may change on a resume)."""
+    from pipeline.dedup.keys import caption_settings, fusion_settings, generation_settings
+
+    c = config
+    ident = {
+        "reader": config_to_dict(c)["reader"],
+        "stages": list(c.stages),
+        "cache": c.run.caption_cache,
+        "image": dataclasses.asdict(c.download.image_config()),
+        "caption": None
+        if c.caption is None
+        else [caption_settings(c.caption, None), generation_settings(c.caption.generation)],
+        "fusion": fusion_settings(c.fusion, c.ethics),
+        "fusion_generation": None if c.fusion is None else generation_settings(c.fusion.generation),
+    }
+    text = json.dumps(ident, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def phase_output(output: str, name: str) -> str:
     return f"{dedup_dir(output)}/{name}"
 
 
-def _index_counters(result: Any) -> dict[str, int]:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    from pipeline.dedup.index_jobs import METRICS_NAMESPACE
-
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    except Exception:  # not every runner reports metrics; the counts are diagnostics only
-        return {}
-    out: dict[str, int] = {}
-    for counter in found.get("counters", []):
-        value = counter.committed if counter.committed is not None else counter.attempted
-        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
-    return out
-
-
 class DedupRun:
-    """One ``vecap run --dedup``: runs the phases in order, each skipped when committed."""
+    """One ``vecap run --dedup``: runs the phases in order, each skipped when committed.
+
+    ``run_phase`` is ``pipeline.run.run_pipeline`` (passed in by it: each phase is an ordinary
+    run of the same machinery, and this module stays below the composition)."""
 
     def __init__(
         self,
         config: PipelineConfig,
         *,
+        run_phase: Callable[..., Any],
         stream: TextIO,
         stage_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self._run_pipeline = run_phase
         self.output = config.run.output
         self.stream = stream
         self.stage_overrides = stage_overrides
-        self.fingerprint = dedup_fingerprint(config)
-        self.job = hashlib.blake2b(
-            f"{self.output}\x00{self.fingerprint}".encode(), digest_size=8
-        ).hexdigest()
         self.cache = config.run.caption_cache
         # cache keys name the engine (backend/dtype): resolved here, from the job's GPU, not on
         # the index jobs' workers, which may have none (a remaining `auto` is resolved there,
@@ -168,6 +156,10 @@ class DedupRun:
         from pipeline.gpu_plan import plan_job_gpus
 
         self.planned, _ = plan_job_gpus(config, refuse=False)
+        self.fingerprint = dedup_fingerprint(self.planned)
+        # names this job's cache segments: the same on every rerun, no other job's
+        ident = f"{self.output}\x00{self.fingerprint}"
+        self.job = hashlib.blake2b(ident.encode(), digest_size=8).hexdigest()
         self.phases: dict[str, dict[str, Any]] = {}
 
     def say(self, text: str) -> None:
@@ -193,9 +185,11 @@ class DedupRun:
         build(pipeline, folder)
         result = pipeline.run()
         result.wait_until_finish()
-        commit = commit_patches(
-            self.output, name, folder, self.fingerprint, _index_counters(result)
-        )
+        from pipeline.dedup.index_jobs import METRICS_NAMESPACE
+        from pipeline.runner_options import beam_counters
+
+        counters = beam_counters(result, METRICS_NAMESPACE)
+        commit = commit_patches(self.output, name, folder, self.fingerprint, counters)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(commit.counts.items())) or "nothing found"
         self.say(f"{name}: {counts}")
         self.phases[name] = {"counts": commit.counts}
@@ -215,8 +209,6 @@ class DedupRun:
         images_from: dict[int, str] | None = None,
         overwrite: bool = False,
     ) -> Any:
-        from pipeline.run import run_pipeline
-
         c = self.config
         run = dataclasses.replace(
             c.run,
@@ -239,7 +231,7 @@ class DedupRun:
         )
         self.say(f"{name}: stages {', '.join(stages) or 'none'} -> {output}")
         commits = [x for x in commits if x is not None]
-        result = run_pipeline(
+        result = self._run_pipeline(
             phase,
             stream=self.stream,
             stage_overrides=self.stage_overrides,
@@ -402,10 +394,14 @@ class DedupRun:
 def run_dedup(
     config: PipelineConfig,
     *,
+    run_phase: Callable[..., Any],
     stream: TextIO | None = None,
     stage_overrides: dict[str, Any] | None = None,
 ) -> Any:
-    return DedupRun(config, stream=stream or sys.stderr, stage_overrides=stage_overrides).run()
+    """The job as phases, each run by ``run_phase`` (``pipeline.run.run_pipeline``)."""
+    return DedupRun(
+        config, run_phase=run_phase, stream=stream or sys.stderr, stage_overrides=stage_overrides
+    ).run()
 
 
 __all__ = ["DedupRun", "PrepareRows", "dedup_fingerprint", "phase_output", "run_dedup"]

@@ -509,3 +509,22 @@ def test_kill_9_in_the_caption_phase_then_resume(tiny_models, server, tmp_path):
     assert "urls: committed earlier" in resumed.stderr
     assert f"{committed} already finished" in resumed.stderr
     assert _comparable(out) == _comparable(reference)
+
+
+def test_resume_accepts_speed_settings_and_refuses_content_settings(server, tmp_path):
+    """A dedup job resumed with other batch sizes, threads or runner options goes on; one that
+    would make other rows (here: another image size) is refused before anything changes."""
+    a = f"{server.base_url}/{IMAGES[0]}"
+    table = _write_csv(tmp_path / "in.csv", [(a, "x"), (a, "y")])
+    base = {
+        "input": str(table), "output": str(tmp_path / "out"), "stages": ["download"],
+        "progress": False, "dedup": True,
+        "download": {"allow_private_networks": True, "threads": 2, "retries": 0},
+    }  # fmt: skip
+    assert _run(base).status == "succeeded"
+    rows = [r for _, r in sorted(_by_uid(tmp_path / "out").items())]
+    assert rows[1]["duplicate_of"] == rows[0]["uid"] and rows[1]["jpg"] is None
+    again = _run({**base, "download": {**base["download"], "threads": 8}})
+    assert again.status == "nothing_to_do"
+    with pytest.raises(ConfigError, match="dedup index"):
+        _run({**base, "download": {**base["download"], "image_size": 128}})
