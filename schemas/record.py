@@ -70,7 +70,7 @@ class Record:
     fusion_source: str | None = None  # llm | visual | alt
     fusion_reason: str | None = None  # why the caption did not come from the LLM
     # dedup (pipeline.dedup, `vecap run --dedup`): set only on rows that reused another's work
-    # the canonical row (smallest uid) with the same image, whose download and visual caption
+    # the canonical row (the first in input order) with the same image, whose download and visual caption
     # this row carries; duplicate_kind says how it was found: "url" (same normalised URL: not
     # downloaded, so no image bytes of its own) or "image" (same bytes behind another URL)
     duplicate_of: str | None = None

@@ -4,9 +4,9 @@ patches (:mod:`pipeline.dedup.patches`) for the next phase. They run on the job'
 so on Dataflow or Flink the grouping is the runner's shuffle of those small tuples.
 
 * :class:`UrlIndex` (before the download): rows with the same normalised URL; all but the
-  smallest valid uid get ``duplicate_of``/``duplicate_kind="url"`` and are not downloaded.
+  first valid row in input order get ``duplicate_of``/``duplicate_kind="url"`` and are not downloaded.
 * :class:`CaptionPlan` (after it): URL duplicates take their canonical row's download outcome;
-  rows with the same image (sha256) get ``duplicate_of`` the smallest uid that downloaded it;
+  rows with the same image (sha256) get ``duplicate_of`` the first row (input order) that downloaded it;
   canonical images found in the caption cache get their caption from it.
 * :class:`FusionPlan` (after captioning): duplicates take their canonical's visual caption (or
   its ``caption_failed``); new captions go to the cache; rows with the same (image, AltText)
@@ -111,23 +111,30 @@ def _patch(record: Record, fields: dict[str, Any]) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(PATCH, (record.shard_id, (record.uid, fields)))
 
 
+def input_order(record: Record) -> tuple[int, int]:
+    """The canonical row of a group is its first in input order: (shard, row), not the uid
+    string, which stops sorting in input order past shard 99,999 (uids grow a digit)."""
+    return record.shard_id, record.row_index
+
+
 # --------------------------------------------------------------------------- before the download
 
 
-def _by_url(record: Record) -> Iterator[tuple[str, str]]:
+def _by_url(record: Record) -> Iterator[tuple[str, tuple[int, int, str]]]:
     if record.ok and record.url:
-        yield normalize_url(record.url), record.uid
+        yield normalize_url(record.url), (record.shard_id, record.row_index, record.uid)
 
 
-def _url_duplicates(group: tuple[str, Iterable[str]]) -> Iterator[tuple[int, tuple[str, dict]]]:
-    uids = sorted(group[1])
-    for uid in uids[1:]:
+def _url_duplicates(group) -> Iterator[tuple[int, tuple[str, dict]]]:
+    rows = sorted(group[1])  # (shard, row, uid): input order
+    canonical = rows[0][2]
+    for shard_id, _row, uid in rows[1:]:
         _count("url_duplicates")
-        yield int(uid[:5]), (uid, {"duplicate_of": uids[0], "duplicate_kind": "url"})
+        yield shard_id, (uid, {"duplicate_of": canonical, "duplicate_kind": "url"})
 
 
 class UrlIndex(beam.PTransform):
-    """Input records -> patches naming each repeated URL's canonical row (smallest valid uid)."""
+    """Input records -> patches naming each repeated URL's canonical row (the first valid one in input order)."""
 
     def __init__(self, folder: str) -> None:
         super().__init__()
@@ -175,7 +182,7 @@ class _InheritDownload(beam.DoFn):
 
 
 class _ImageGroups(beam.DoFn):
-    """One image's ok rows: all but the smallest uid become its duplicates; the canonical goes
+    """One image's ok rows: all but the first in input order become its duplicates; the canonical goes
     on, keyed by its caption key, to the cache lookup."""
 
     def __init__(self, settings: dict | None, generation: Any | None) -> None:
@@ -184,7 +191,7 @@ class _ImageGroups(beam.DoFn):
 
     def process(self, group: tuple[str, Iterable[Record]]):
         sha, rows = group
-        rows = sorted(rows, key=lambda r: r.uid)
+        rows = sorted(rows, key=input_order)
         canonical = rows[0]
         for row in rows[1:]:
             kind = "url" if row.duplicate_kind == "url" else "image"
@@ -356,7 +363,7 @@ class _FillCaptions(beam.DoFn):
 
 
 class _PairGroups(beam.DoFn):
-    """One (image, AltText) pair's ok rows: all but the smallest uid get ``fusion_of``; the
+    """One (image, AltText) pair's ok rows: all but the first in input order get ``fusion_of``; the
     canonical goes on, keyed by its fusion key, to the cache lookup."""
 
     def __init__(self, settings: dict | None, generation: Any | None) -> None:
@@ -365,7 +372,7 @@ class _PairGroups(beam.DoFn):
 
     def process(self, group):
         _pair, rows = group
-        rows = sorted(rows, key=lambda r: r.uid)
+        rows = sorted(rows, key=input_order)
         canonical = rows[0]
         for row in rows[1:]:
             _count("pair_duplicates_fused_once")

@@ -528,3 +528,34 @@ def test_resume_accepts_speed_settings_and_refuses_content_settings(server, tmp_
     assert again.status == "nothing_to_do"
     with pytest.raises(ConfigError, match="dedup index"):
         _run({**base, "download": {**base["download"], "image_size": 128}})
+
+
+def test_canonical_is_first_in_input_order_past_shard_99999(tmp_path):
+    """uids grow a digit at shard 100,000 ("100000..." < "99999..." as strings): the canonical
+    is still the first row in input order, and each patch lands in its row's own shard file."""
+    import apache_beam as beam
+
+    from pipeline.dedup.index_jobs import UrlIndex
+    from pipeline.dedup.patches import PatchCommit, read_shard_patches
+    from schemas.record import Record, make_uid
+
+    rows = [
+        Record(make_uid(99_999, 3), 99_999, 3, url="http://a.example/x.jpg"),
+        Record(make_uid(100_000, 0), 100_000, 0, url="http://A.example/x.jpg#f"),
+        Record(make_uid(123_456, 9), 123_456, 9, url="http://a.example/x.jpg"),
+    ]
+    assert rows[1].uid < rows[0].uid  # the trap
+    folder = str(tmp_path / "urls")
+    from pipeline.runner_options import make_pipeline, pipeline_options
+
+    p = make_pipeline(pipeline_options([]))
+    _ = p | beam.Create(rows) | UrlIndex(folder)
+    p.run().wait_until_finish()
+    assert sorted(f.name for f in (tmp_path / "urls").iterdir()) == [
+        "part-100000.parquet",
+        "part-123456.parquet",
+    ]
+    commit = PatchCommit("urls", folder, frozenset({100_000, 123_456}), "", {})
+    for r in rows[1:]:
+        patches = read_shard_patches(commit, r.shard_id)
+        assert patches == {r.uid: {"duplicate_of": rows[0].uid, "duplicate_kind": "url"}}
