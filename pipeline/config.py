@@ -80,6 +80,9 @@ class RunConfig:
     # URL) also reuses and adds captions across jobs, and implies dedup
     dedup: bool = False
     caption_cache: str | None = None
+    # with dedup: Beam options for the phases without a model (index jobs, download, assemble);
+    # None: beam_args without their GPU options (runner_options.cpu_only_beam_args)
+    cpu_beam_args: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         from schemas.status import FAILURE_STATUSES
@@ -107,6 +110,8 @@ class RunConfig:
             raise ConfigError(f"local_wave_shards must be >= 1, got {self.local_wave_shards}")
         if self.caption_cache is not None:
             object.__setattr__(self, "dedup", True)
+        if self.cpu_beam_args is not None:
+            object.__setattr__(self, "cpu_beam_args", tuple(self.cpu_beam_args))
         if self.dedup and self.source is not None:
             raise ConfigError(
                 "--dedup works on an input table, not --from an earlier output: dedup the job "
@@ -331,6 +336,7 @@ _TOP_KEYS = (
     "sample_shards",
     "dedup",
     "caption_cache",
+    "cpu_beam_args",
 )
 _SECTIONS = ("reader", "download", "caption", "ethics", "fusion", "writer")
 
@@ -344,6 +350,17 @@ def _count(data: Mapping[str, Any], key: str) -> int | None:
     if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
         raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
     return int(text)
+
+
+def _arg_list(value: Any) -> tuple[str, ...] | None:
+    """Beam arguments given as a list or as one shell-quoted string (a flag's text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import shlex
+
+        return tuple(shlex.split(value))
+    return tuple(value)
 
 
 def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
@@ -362,6 +379,7 @@ def _run_config(data: Mapping[str, Any], stages: Any) -> RunConfig:
         sample_shards=_count(data, "sample_shards"),
         dedup=bool(data.get("dedup", False)),
         caption_cache=data.get("caption_cache") or None,
+        cpu_beam_args=_arg_list(data.get("cpu_beam_args")),
         retry_statuses=tuple(
             [s.strip() for s in data["retry"].split(",") if s.strip()]
             if isinstance(data.get("retry"), str)

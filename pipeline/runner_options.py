@@ -126,6 +126,44 @@ def _no_semi_persistent_noise(record: logging.LogRecord) -> bool:
 _NO_SEMI_PERSISTENT_NOISE = _no_semi_persistent_noise
 
 
+# machine families whose every machine carries GPUs (Compute Engine's accelerator-optimized)
+_GPU_MACHINE_FAMILIES = ("a2-", "a3-", "a4-", "g2-", "g4-")
+_MACHINE_FLAGS = ("--machine_type", "--worker_machine_type")
+
+
+def cpu_only_beam_args(beam_args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``beam_args`` for a job without a model (the dedup's index jobs, its download and
+    assemble phases): Dataflow's ``worker_accelerator`` service option, a GPU machine type and
+    the one-SDK-process-per-VM experiment (there for GPU memory) dropped, so those jobs do not
+    rent GPUs they leave idle. Returns (args, what was dropped)."""
+    out: list[str] = []
+    dropped: list[str] = []
+    args = list(beam_args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        two_tokens = not eq and i + 1 < len(args) and not args[i + 1].startswith("--")
+        if two_tokens and name in ("--dataflow_service_options", "--experiments", *_MACHINE_FLAGS):
+            value, i = args[i + 1], i + 1
+        i += 1
+        if name == "--dataflow_service_options" and value.startswith("worker_accelerator="):
+            dropped.append(f"{name}={value}")
+            continue
+        if name in _MACHINE_FLAGS and value.startswith(_GPU_MACHINE_FAMILIES):
+            dropped.append(f"{name}={value}")
+            continue
+        if name == "--experiments" and value:
+            kept = [e for e in value.split(",") if e != "no_use_multiple_sdk_containers"]
+            if len(kept) != len(value.split(",")):
+                dropped.append("--experiments=no_use_multiple_sdk_containers")
+            if kept:
+                out.append(f"{name}={','.join(kept)}")
+            continue
+        out.append(arg if eq or value == "" else f"{name}={value}")
+    return out, dropped
+
+
 def beam_counters(result: Any, namespace: str) -> dict[str, int]:
     """A finished pipeline's Beam counters in ``namespace``, summed by name; {} where the
     runner does not report metrics (the counters vecap reads are diagnostics only)."""

@@ -32,6 +32,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "takeover": ("takeover",),
     "dedup": ("dedup",),
     "caption_cache": ("caption_cache",),
+    "cpu_beam_args": ("cpu_beam_args",),
     "progress": ("progress",),
     "input_format": ("reader.input_format",),
     "url_column": ("reader.url_column",),
@@ -214,6 +215,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--caption-cache", default=None, metavar="URL",
         help="caption cache shared across jobs (any fsspec location): captions found there are "
         "not computed again, new ones are added; implies --dedup",
+    )  # fmt: skip
+    io.add_argument(
+        "--cpu-beam-args", default=None, metavar="'ARGS'",
+        help="with --dedup: Beam options (one quoted string) for the phases without a model "
+        "(index jobs, download, assemble); default: the job's own without their GPU options "
+        "(worker_accelerator, a GPU machine type, no_use_multiple_sdk_containers)",
     )  # fmt: skip
     rd = p.add_argument_group("reading")
     rd.add_argument(

@@ -38,7 +38,6 @@ from schemas.status import Status
 
 METRICS_NAMESPACE = "vecap_dedup"
 PATCH = "patch"
-_OK = Status.OK.value
 
 DOWNLOAD_FIELDS = (
     "status",
@@ -152,7 +151,7 @@ class UrlIndex(beam.PTransform):
 
 # --------------------------------------------------------------------------- after the download
 
-CAPTION_PLAN_COLUMNS = (*DOWNLOAD_FIELDS, "duplicate_of", "duplicate_kind", "url")
+CAPTION_PLAN_COLUMNS = (*DOWNLOAD_FIELDS, "duplicate_of", "duplicate_kind")
 
 
 def _key_by_url_canonical(record: Record) -> tuple[str, Record]:

@@ -161,6 +161,18 @@ class DedupRun:
         ident = f"{self.output}\x00{self.fingerprint}"
         self.job = hashlib.blake2b(ident.encode(), digest_size=8).hexdigest()
         self.phases: dict[str, dict[str, Any]] = {}
+        # phases without a model run without GPU options: no GPU rented to sit idle
+        from pipeline.runner_options import cpu_only_beam_args
+
+        if config.run.cpu_beam_args is not None:
+            self.cpu_beam_args = list(config.run.cpu_beam_args)
+        else:
+            self.cpu_beam_args, dropped = cpu_only_beam_args(config.run.beam_args)
+            if dropped:
+                self.say(
+                    "index jobs, download and assemble run without the GPU options "
+                    f"{' '.join(dropped)} (--cpu-beam-args sets their options)"
+                )
 
     def say(self, text: str) -> None:
         print(f"vecap run --dedup: {text}", file=self.stream)
@@ -181,7 +193,7 @@ class DedupRun:
             self.phases[name] = {"counts": existing.counts, "resumed": True}
             return existing
         folder = new_attempt_folder(self.output, name)
-        pipeline = make_pipeline(pipeline_options(self.config.run.beam_args))
+        pipeline = make_pipeline(pipeline_options(self.cpu_beam_args))
         build(pipeline, folder)
         result = pipeline.run()
         result.wait_until_finish()
@@ -210,6 +222,7 @@ class DedupRun:
         overwrite: bool = False,
     ) -> Any:
         c = self.config
+        models = any(s in stages for s in ("caption", "ethics", "fuse"))
         run = dataclasses.replace(
             c.run,
             output=output,
@@ -217,7 +230,9 @@ class DedupRun:
             source=source,
             dedup=False,
             caption_cache=None,
+            cpu_beam_args=None,
             overwrite=overwrite,
+            beam_args=tuple(c.run.beam_args if models else self.cpu_beam_args),
         )
         inherit = {"inherit_duplicates": True}
         phase = PipelineConfig(

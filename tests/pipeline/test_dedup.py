@@ -559,3 +559,38 @@ def test_canonical_is_first_in_input_order_past_shard_99999(tmp_path):
     for r in rows[1:]:
         patches = read_shard_patches(commit, r.shard_id)
         assert patches == {r.uid: {"duplicate_of": rows[0].uid, "duplicate_kind": "url"}}
+
+
+def test_phases_without_a_model_rent_no_gpu(tiny_models, tmp_path, monkeypatch):
+    """On Dataflow, the index jobs, download and assemble run without the job's GPU options;
+    the caption and fuse phases keep them."""
+    import types
+
+    import pipeline.dedup.phases as phases
+
+    accelerator = "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1"
+    data = {
+        "input": str(tmp_path / "in.csv"), "output": str(tmp_path / "out"), "dedup": True,
+        "beam_args": [accelerator, "--experiments=no_use_multiple_sdk_containers"],
+        "caption": {"generation": {"model": str(tiny_models.llava)}},
+        "fusion": {"generation": {"model": str(tiny_models.llm)}},
+    }  # fmt: skip
+    seen: dict[str, tuple[str, ...]] = {}
+
+    def run_phase(config, **_kwargs):
+        seen[config.run.output.rsplit("/", 1)[-1]] = config.run.beam_args
+        return types.SimpleNamespace(status="succeeded", rows_written=0)
+
+    indexed: list[list[str]] = []
+
+    def index(self, name, build):
+        indexed.append(list(self.cpu_beam_args))
+
+    monkeypatch.setattr(phases.DedupRun, "index", index)
+    monkeypatch.setattr(phases, "committed_parquet_urls", lambda _out: {})
+    stream = io.StringIO()
+    phases.run_dedup(build_pipeline_config(data), run_phase=run_phase, stream=stream)
+    assert "without the GPU options" in stream.getvalue()
+    assert seen["download"] == seen["out"] == ()  # assemble writes OUT itself
+    assert seen["caption"] == seen["fuse"] == tuple(data["beam_args"])
+    assert indexed == [[]] * 4

@@ -56,3 +56,27 @@ def test_small_or_single_shard_or_single_core_jobs_stay_in_process():
 )
 def test_the_users_choice_and_other_runners_are_left_alone(user):
     assert local_beam_args(user, ["download"], SIX_SHARDS, cores=2) == user
+
+
+def test_cpu_only_beam_args_drop_what_rents_gpus():
+    from pipeline.runner_options import cpu_only_beam_args
+
+    args = [
+        "--runner", "DataflowRunner", "--project", "p",
+        "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
+        "--dataflow_service_options", "enable_prime",
+        "--machine_type", "g2-standard-8",
+        "--experiments=use_runner_v2,no_use_multiple_sdk_containers",
+        "--sdk_container_image=gcr.io/p/vecap-gpu:1",
+    ]  # fmt: skip
+    kept, dropped = cpu_only_beam_args(args)
+    assert kept == [
+        "--runner", "DataflowRunner", "--project", "p",
+        "--dataflow_service_options=enable_prime",
+        "--experiments=use_runner_v2",
+        "--sdk_container_image=gcr.io/p/vecap-gpu:1",
+    ]  # fmt: skip
+    assert len(dropped) == 3 and any("worker_accelerator" in d for d in dropped)
+    # a CPU machine type and other runners' options stay as they are
+    same = ["--worker_machine_type=n2-standard-8", "--direct_num_workers=2", "--streaming"]
+    assert cpu_only_beam_args(same) == (same, [])
