@@ -72,6 +72,13 @@ def _register_train(subparsers: Any) -> None:
         help="keep only rows whose status is ok/success (--no-status-filter: every row with an image)",
     )
     g.add_argument(
+        "--skip-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="outputs of `vecap run --dedup`: train on each image once, skipping rows that name "
+        "a canonical row in duplicate_of (default off: every row, as VeCLIP sampled them)",
+    )
+    g.add_argument(
         "--require-finished",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -165,6 +172,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
             alt_field=args.alt_field,
             image_column=args.image_column,
             status_column=args.status_column if args.status_filter else None,
+            skip_duplicates=args.skip_duplicates,
             require_finished=args.require_finished,
             shuffle_buffer=args.shuffle_buffer,
             units_per_block=args.units_per_block,

@@ -55,6 +55,9 @@ class DataConfig:
     image_column: str = "jpg"
     status_column: str | None = "status"  # None: every row with an image counts
     ok_statuses: tuple[str, ...] = ("ok", "success")  # vecap's and img2dataset's
+    # `vecap run --dedup` outputs: train on each image once, skipping rows whose image is a
+    # duplicate of an earlier row's (`duplicate_of` set); outputs without the column: no-op
+    skip_duplicates: bool = False
     require_finished: bool = True  # vecap shards count only once their stats file exists
     # Rows held per data slot (process x worker), image bytes included: 5000 x ~50 kB = 250 MB.
     shuffle_buffer: int = 5_000
@@ -296,6 +299,8 @@ class ShardedCaptionDataset(IterableDataset):
         if cfg.status_column is not None:
             status = batch.column(cfg.status_column)
             ok = pc.and_(ok, pc.fill_null(pc.is_in(status, pa.array(cfg.ok_statuses)), False))
+        if cfg.skip_duplicates and "duplicate_of" in batch.schema.names:
+            ok = pc.and_(ok, pc.is_null(batch.column("duplicate_of")))
         has_caption = None
         for name in (cfg.vec_field, cfg.alt_field):
             if name in self.columns and not pa.types.is_null(batch.column(name).type):
@@ -430,6 +435,8 @@ def _check_columns(path: str, config: DataConfig) -> list[str]:
             f"{path} has neither caption column {config.vec_field!r} nor {config.alt_field!r}"
         )
     wanted = [config.image_column, config.vec_field, config.alt_field, config.status_column, "uid"]
+    if config.skip_duplicates:
+        wanted.append("duplicate_of")
     return [c for c in dict.fromkeys(wanted) if c is not None and c in names]
 
 

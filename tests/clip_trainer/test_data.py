@@ -235,3 +235,22 @@ def test_shuffle_buffer_permutes_starts_early_and_keeps_drop_counts() -> None:
     assert first[0]["i"] < 10
     # memory bound: the reader is never more than `size` rows ahead of what was emitted
     assert all(item <= pos + 100 for pos, item in enumerate(items))
+
+
+def test_skip_duplicates_trains_each_image_once(tmp_path: Path) -> None:
+    """`vecap run --dedup` outputs name a canonical row in duplicate_of: with skip_duplicates
+    those rows are filtered; without it (the default) every row with an image counts."""
+    rows = [
+        {"uid": "a", "jpg": _jpeg((200, 0, 0)), "alt_text": "red", "status": "ok", "duplicate_of": None},
+        {"uid": "b", "jpg": _jpeg((200, 0, 0)), "alt_text": "red too", "status": "ok", "duplicate_of": "a"},
+        {"uid": "c", "jpg": _jpeg((0, 0, 200)), "alt_text": "blue", "status": "ok", "duplicate_of": None},
+    ]  # fmt: skip
+    path = tmp_path / "00000.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+    def texts(**config) -> list[str]:
+        cfg = DataConfig(paths=(str(path),), shuffle_buffer=1, vec_prob=0.0, **config)
+        return [s["text"] for s in _take(ShardedCaptionDataset(cfg, image_size=16), 3)]
+
+    assert sorted(texts(skip_duplicates=True)[:2]) == ["blue", "red"]
+    assert sorted(texts()) == ["blue", "red", "red too"]
