@@ -67,6 +67,7 @@ class PatchCommit:
 
 def read_commit(output: str, name: str) -> PatchCommit | None:
     fs, path = fs_and_path(commit_path(output, name))
+    fs.invalidate_cache(path.rsplit("/", 1)[0])  # listings cached by s3fs/gcsfs may predate it
     if not fs.exists(path):
         return None
     data = json.loads(fs.cat_file(path))
@@ -105,6 +106,7 @@ def commit_patches(
 ) -> PatchCommit:
     """Commit the attempt ``folder``; if another launcher committed first, theirs stands."""
     fs, root = fs_and_path(folder)
+    fs.invalidate_cache(root)
     shards: set[int] = set()
     if fs.exists(root):
         for entry in list_entries(fs, root):

@@ -594,3 +594,31 @@ def test_phases_without_a_model_rent_no_gpu(tiny_models, tmp_path, monkeypatch):
     assert seen["download"] == seen["out"] == ()  # assemble writes OUT itself
     assert seen["caption"] == seen["fuse"] == tuple(data["beam_args"])
     assert indexed == [[]] * 4
+
+
+def test_dedup_and_cache_on_an_object_store(tiny_models, server, tmp_path, monkeypatch, request):
+    """Output and caption cache on S3 (the loopback S3 server, through s3fs as users reach S3):
+    index commits, patches and cache segments are created only if absent there; a second job
+    finds the first job's captions."""
+    import time
+
+    request.getfixturevalue("s3_server")
+    root = f"s3://vecap-test/dedup-{time.time_ns()}"
+    cache = f"{root}/cache"
+    counter = CallCounter(monkeypatch)
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    first = _run(_config(tiny_models, str(folder), f"{root}/job1", caption_cache=cache))
+    assert first.status == "succeeded" and counter.calls["caption"] == 3
+    rows = rows_of(f"{root}/job1")
+    assert len(rows) == 9 and sum(bool(r["duplicate_of"]) for r in rows) == 5
+    assert len(caption_cache.list_segments(cache, caption_cache.CAPTIONS)) >= 1
+    assert all(
+        s.startswith("s3://") for s in caption_cache.list_segments(cache, caption_cache.CAPTIONS)
+    )
+    counter.calls.clear()
+    _run(_config(tiny_models, str(folder), f"{root}/job2", caption_cache=cache))
+    assert counter.calls == {}  # every caption and fusion from the cache
+    again = {r["uid"]: r for r in rows_of(f"{root}/job2")}
+    for r in rows:
+        assert again[r["uid"]]["visual_caption"] == r["visual_caption"]
+        assert again[r["uid"]]["fused_caption"] == r["fused_caption"]
