@@ -582,6 +582,16 @@ def estimate_output(
         notes.append("GPU-hours not estimated: the GPU count is not known (--pilot-gpus N)")
     elif fleet.gpus == 0:
         notes.append("no GPU-hours: no model stage ran on a GPU of vecap's")
+    if manifest.get("dedup"):
+        phases = [
+            p["output"]
+            for name, p in manifest["dedup"].get("phases", {}).items()
+            if name in ("caption", "fuse") and p.get("output")
+        ]
+        notes.append(
+            "a --dedup output: these figures are its assemble pass; its model phases ran as "
+            f"outputs of their own ({', '.join(phases) or 'OUT/dedup/<phase>'}): estimate those"
+        )
     if measured.shards < 4:
         notes.append(
             f"only {measured.shards} shard(s) measured: a larger pilot (--sample-shards) gives a "

@@ -51,12 +51,13 @@ _CACHED_FIELDS = (
     "status_counts",
     "fusion_source_counts",
     "ethics_flagged",
+    "dedup_counts",
     "stage_seconds",
     "started_at",
     "finished_at",
     "parquet",
 )
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: dedup_counts
 
 
 # --------------------------------------------------------------------------- the listing
@@ -268,6 +269,7 @@ class JobStatus:
     fusion_sources: dict[str, int]
     ethics_flagged: int
     stage_seconds: dict[str, float]
+    dedup_counts: dict[str, int]  # `vecap run --dedup`; {} otherwise
     rate_rows_s: float | None  # over the window below; None: too few commits in the last run
     rate_window_commits: int
     rate_window_s: float | None
@@ -409,7 +411,9 @@ def job_status(
     status_counts: dict[str, int] = {}
     fusion: dict[str, int] = {}
     stage_seconds: dict[str, float] = {}
+    dedup: dict[str, int] = {}
     for s in stats.values():
+        _add(dedup, s.dedup_counts)
         _add(status_counts, s.status_counts)
         _add(fusion, s.fusion_source_counts)
         _add(stage_seconds, s.stage_seconds)
@@ -451,6 +455,7 @@ def job_status(
         fusion_sources=dict(sorted(fusion.items(), key=lambda kv: -kv[1])),
         ethics_flagged=sum(s.ethics_flagged for s in stats.values()),
         stage_seconds={k: round(v, 3) for k, v in sorted(stage_seconds.items())},
+        dedup_counts=dedup,
         rate_rows_s=None if rate is None else round(rate, 3),
         rate_window_commits=window_commits,
         rate_window_s=None if window_s is None else round(window_s, 3),
@@ -536,6 +541,9 @@ def format_status(st: JobStatus) -> str:
         lines.append(f"  fusion     {_shares(st.fusion_sources, total)}")
     if st.ethics_flagged:
         lines.append(f"  flagged    {st.ethics_flagged:,} rows by the ethics check")
+    if any(st.dedup_counts.values()):
+        found = ", ".join(f"{k} {v:,}" for k, v in st.dedup_counts.items() if v)
+        lines.append(f"  dedup      {found}")
     if st.rate_rows_s is not None:
         rate = (
             f"{st.rate_rows_s:,.1f} rows/s over the last run's last {st.rate_window_commits} "

@@ -189,6 +189,15 @@ def test_dedup_within_a_job(tiny_models, server, tmp_path, monkeypatch):
 
     page = Path(build_report(ReportConfig(output_dir=str(out))).path).read_text()
     assert "caption calls saved" in page and "downloads saved (repeated URLs)" in page
+    from pipeline.job_status import format_status, job_status
+
+    st = job_status(str(out), cache_dir=str(tmp_path / "status-cache"))
+    assert st.dedup_counts == summary and "url_duplicates 4" in format_status(st)
+    # `vecap estimate OUT` says where the model phases' figures are
+    from pipeline.estimate import estimate_output
+
+    notes = " ".join(estimate_output(str(out)).notes)
+    assert "a --dedup output" in notes and str(out / "dedup" / "caption") in notes
     assert manifest["stages"] == ["download", "caption", "fuse"]
     assert manifest["stages_done"] == ["download", "caption", "fuse"]
     # the release export works as before: one caption per URL, from its own row
