@@ -631,3 +631,43 @@ def test_dedup_and_cache_on_an_object_store(tiny_models, server, tmp_path, monke
     for r in rows:
         assert again[r["uid"]]["visual_caption"] == r["visual_caption"]
         assert again[r["uid"]]["fused_caption"] == r["fused_caption"]
+
+
+def test_duplicates_of_an_image_whose_caption_failed_inherit_it(
+    tiny_models, server, tmp_path, monkeypatch
+):
+    """The same bytes through the same greedy captioner fail the same way: the duplicate gets
+    caption_failed naming its canonical row, keeps its own image (a later --retry can caption
+    both), and costs no call of its own."""
+    from pipeline.generation.transformers_backend import TransformersGenerator
+
+    original = TransformersGenerator.generate
+    doomed: list[bytes] = []  # the first image asked for, whenever it is asked again
+
+    def failing(gen, prompts, images=None):
+        if images is not None:
+            pixels = [im.tobytes() for im in images]
+            if not doomed:
+                doomed.append(pixels[0])
+            if doomed[0] in pixels:
+                raise ValueError("the processor rejected this image")  # a row error, not the engine
+        return original(gen, prompts, images)
+
+    monkeypatch.setattr(TransformersGenerator, "generate", failing)
+    folder, _ = _dup_table(server.base_url, tmp_path)
+    out = tmp_path / "out"
+    _run({**_config(tiny_models, str(folder), out), "caption": {"generation": {
+        "model": str(tiny_models.llava), "device": "cpu", "max_new_tokens": 6, "batch_size": 1}}})  # fmt: skip
+    rows = _by_uid(out)
+    failed = [u for u, r in rows.items() if r["status"] == "caption_failed"]
+    canon = [u for u in failed if rows[u]["duplicate_of"] is None]
+    assert len(canon) == 1, failed
+    dups = [u for u, r in rows.items() if r["duplicate_of"] == canon[0]]
+    assert dups and sorted(failed) == sorted(canon + dups)
+    for u in dups:
+        assert rows[u]["error"].startswith(f"duplicate of {canon[0]} (same image): ")
+        # a duplicate behind another URL keeps its own image; a URL duplicate never had one
+        assert bool(rows[u]["jpg"]) == (rows[u]["duplicate_kind"] == "image")
+    assert rows[canon[0]]["jpg"]  # kept for a later --retry caption_failed
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert len(ok) == 7 - len(failed) and all(r["visual_caption"] for r in ok)  # 2 are 404s
