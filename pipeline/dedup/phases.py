@@ -258,6 +258,15 @@ class DedupRun:
     def run(self) -> Any:
         c = self.config
         stages = c.stages
+        # one job per output: refuse before touching anything while any phase's run is live
+        from pipeline.manifest import read_manifest
+        from pipeline.run_lease import check_output_free
+
+        for name in ("", "download", "caption", "fuse"):
+            path = phase_output(self.output, name) if name else self.output
+            check_output_free(
+                path, read_manifest(path), takeover=c.run.takeover, stream=self.stream
+            )
         if c.run.overwrite:
             fs, root = fs_and_path(dedup_dir(self.output))
             if fs.exists(root):

@@ -671,3 +671,24 @@ def test_duplicates_of_an_image_whose_caption_failed_inherit_it(
     assert rows[canon[0]]["jpg"]  # kept for a later --retry caption_failed
     ok = [r for r in rows.values() if r["status"] == "ok"]
     assert len(ok) == 7 - len(failed) and all(r["visual_caption"] for r in ok)  # 2 are 404s
+
+
+def test_a_live_phase_refuses_a_second_launcher_before_anything_changes(server, tmp_path):
+    """A phase of this output is being run by a live launcher: another `vecap run --dedup`
+    (even with --overwrite) is refused before it deletes or writes anything."""
+    from pipeline.manifest import write_manifest
+    from pipeline.run_lease import OutputBusy, new_run_record
+
+    a = f"{server.base_url}/{IMAGES[0]}"
+    table = _write_csv(tmp_path / "in.csv", [(a, "x"), (a, "y")])
+    out = tmp_path / "out"
+    caption_phase = out / "dedup" / "caption"
+    caption_phase.mkdir(parents=True)
+    write_manifest(str(caption_phase), {"status": "running", "run": new_run_record(30.0)})
+    data = {
+        "input": str(table), "output": str(out), "stages": ["download"], "progress": False,
+        "dedup": True, "overwrite": True, "download": {"allow_private_networks": True},
+    }  # fmt: skip
+    with pytest.raises(OutputBusy):
+        _run(data)
+    assert caption_phase.exists() and not (out / "dedup" / "urls.commit.json").exists()
