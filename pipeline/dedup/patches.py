@@ -14,7 +14,7 @@ import io
 import json
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,10 +162,6 @@ class PatchApplier:
     def __call__(self, record: Record) -> Record:
         fields = self._patches(record.shard_id).get(record.uid)
         return record.replace(**fields) if fields else record
-
-    def apply_all(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            yield self(record)
 
 
 __all__ = [
