@@ -65,6 +65,21 @@ def _inherited_failure(canonical: Record, what: str) -> dict[str, Any]:
     }
 
 
+def _nothing_to_take(canonical_uid: str, what: str) -> dict[str, Any]:
+    """A duplicate whose canonical row, or that row's result, is not in the phase's output (an
+    inconsistent output, never a consistent one): a status, rather than a row that passes the
+    model stage as another's duplicate and ends ok without the work."""
+    _count("duplicates_without_a_result")
+    return {
+        "status": Status.INTERNAL_ERROR.value,
+        "error": f"duplicate of {canonical_uid} ({what}), which holds no result to take",
+    }
+
+
+def _canonical_of(key: str, rows: list[Record]) -> Record | None:
+    return next((r for r in rows if r.uid == key), None)
+
+
 class ReadColumns(beam.PTransform):
     """Committed shards (shard id -> parquet URL) -> Records holding only ``columns``; from
     PLAN_FILE_MIN_SHARDS shards on the list goes through a file in ``list_dir``."""
@@ -167,10 +182,15 @@ class _InheritDownload(beam.DoFn):
     def process(self, group: tuple[str, Iterable[Record]]):
         key, rows = group
         rows = list(rows)
-        canonical = next((r for r in rows if r.uid == key), None)
+        canonical = _canonical_of(key, rows)
         for row in rows:
-            if row.uid == key or canonical is None:
+            if row is canonical:
                 yield row
+                continue
+            if canonical is None:
+                fields = _nothing_to_take(key, "same URL")
+                yield _patch(row, fields)
+                yield row.replace(**fields)
                 continue
             fields = {name: getattr(canonical, name) for name in DOWNLOAD_FIELDS}
             if not canonical.ok:
@@ -219,6 +239,22 @@ class _CacheEntries(beam.PTransform):
         )
 
 
+class _CacheLookup(beam.PTransform):
+    """(key, canonical row) -> patches giving the rows found in the cache their entry."""
+
+    def __init__(self, cache: str, kind: str, model: str | None, prompt_id: str | None) -> None:
+        super().__init__()
+        self._cache, self._kind, self._model, self._prompt_id = cache, kind, model, prompt_id
+
+    def expand(self, keyed_rows):
+        entries = keyed_rows.pipeline | "Entries" >> _CacheEntries(self._cache, self._kind)
+        return (
+            (keyed_rows, entries)
+            | "Join" >> beam.CoGroupByKey()
+            | "Hits" >> beam.ParDo(_CacheHits(self._kind, self._model, self._prompt_id))
+        )
+
+
 class _CacheHits(beam.DoFn):
     """A key's canonical rows and cache entries: an entry made by this model and prompt, if
     any, patches the rows (and marks them cached)."""
@@ -233,9 +269,10 @@ class _CacheHits(beam.DoFn):
         if not rows:
             return
         entry = caption_cache.pick_entry(entries)
-        if entry is None or not caption_cache.entry_matches(
-            self._kind, entry, self._model, self._prompt_id
-        ):
+        if entry is None:
+            return
+        if not caption_cache.entry_matches(self._kind, entry, self._model, self._prompt_id):
+            _count(f"{self._kind}_cache_refused")  # the key matched, the recorded model did not
             return
         flag = "caption_cached" if self._kind == caption_cache.CAPTIONS else "fusion_cached"
         for row in rows:
@@ -282,25 +319,15 @@ class CaptionPlan(beam.PTransform):
         )
         patches = [resolved[PATCH], images[PATCH]]
         if want_cache:
-            entries = rows.pipeline | "CaptionCache" >> _CacheEntries(
-                self._cache, caption_cache.CAPTIONS
+            lookup = _CacheLookup(
+                self._cache,
+                caption_cache.CAPTIONS,
+                self._caption.recorded_model,
+                self._caption.prompt_id,
             )
-            hits = (
-                (images.keys, entries)
-                | "JoinCache" >> beam.CoGroupByKey()
-                | "CacheHits"
-                >> beam.ParDo(
-                    _CacheHits(
-                        caption_cache.CAPTIONS,
-                        self._caption.recorded_model,
-                        self._caption.prompt_id,
-                    )
-                )
-            )
-            patches.append(hits)
-        return (
-            patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
-        )
+            patches.append(images.keys | "CaptionCache" >> lookup)
+        all_patches = patches | "AllPatches" >> beam.Flatten()
+        return all_patches | "WritePatches" >> WritePatches(self._folder)
 
 
 # --------------------------------------------------------------------------- after captioning
@@ -317,10 +344,6 @@ def _key_by_canonical(field: str):
     return key
 
 
-def _canonical_of(key: str, rows: list[Record]) -> Record | None:
-    return next((r for r in rows if r.uid == key), None)
-
-
 class _FillCaptions(beam.DoFn):
     """One image's rows: duplicates take the canonical's visual caption (or its failure); a
     caption this job computed is added to the cache (output ``new``)."""
@@ -334,16 +357,15 @@ class _FillCaptions(beam.DoFn):
         rows = list(rows)
         canonical = _canonical_of(key, rows)
         for row in rows:
-            if row is canonical or canonical is None or not row.ok or not row.duplicate_of:
+            if row is canonical or not row.ok or not row.duplicate_of:
                 yield row
                 continue
-            if canonical.status == Status.CAPTION_FAILED.value:
+            if canonical is not None and canonical.status == Status.CAPTION_FAILED.value:
                 fields = _inherited_failure(canonical, "same image")
-            elif canonical.visual_caption:
+            elif canonical is not None and canonical.ok and canonical.visual_caption:
                 fields = {name: getattr(canonical, name) for name in CAPTION_FIELDS}
             else:
-                yield row
-                continue
+                fields = _nothing_to_take(key, "same image")
             yield _patch(row, fields)
             yield row.replace(**fields)
         if (
@@ -470,20 +492,11 @@ class FusionPlan(beam.PTransform):
             )
             patches.append(pairs[PATCH])
             if cache and self._fusion is not None:
-                entries = rows.pipeline | "FusionCache" >> _CacheEntries(
-                    cache, caption_cache.FUSIONS
-                )
                 model = self._fusion.model_name or self._fusion.generation.model
-                hits = (
-                    (pairs.keys, entries)
-                    | "JoinCache" >> beam.CoGroupByKey()
-                    | "CacheHits"
-                    >> beam.ParDo(_CacheHits(caption_cache.FUSIONS, model, self._fusion.prompt_id))
-                )
-                patches.append(hits)
-        return (
-            patches | "AllPatches" >> beam.Flatten() | "WritePatches" >> WritePatches(self._folder)
-        )
+                lookup = _CacheLookup(cache, caption_cache.FUSIONS, model, self._fusion.prompt_id)
+                patches.append(pairs.keys | "FusionCache" >> lookup)
+        all_patches = patches | "AllPatches" >> beam.Flatten()
+        return all_patches | "WritePatches" >> WritePatches(self._folder)
 
 
 # --------------------------------------------------------------------------- after fusion
@@ -505,17 +518,19 @@ class _FillFusions(beam.DoFn):
         key, rows = group
         rows = list(rows)
         canonical = _canonical_of(key, rows)
-        if canonical is None:
-            return
         for row in rows:
             if row is canonical or not row.ok or not row.fusion_of:
                 continue
-            fields = {name: getattr(canonical, name) for name in FUSION_FIELDS}
-            if not canonical.ok:
-                fields.update(_inherited_failure(canonical, "same image and AltText"))
+            if canonical is None:
+                fields = _nothing_to_take(key, "same image and AltText")
+            else:
+                fields = {name: getattr(canonical, name) for name in FUSION_FIELDS}
+                if not canonical.ok:
+                    fields.update(_inherited_failure(canonical, "same image and AltText"))
             yield _patch(row, fields)
         if (
-            self._settings is not None
+            canonical is not None
+            and self._settings is not None
             and canonical.ok
             and canonical.fusion_source
             and not canonical.fusion_cached

@@ -692,3 +692,26 @@ def test_a_live_phase_refuses_a_second_launcher_before_anything_changes(server, 
     with pytest.raises(OutputBusy):
         _run(data)
     assert caption_phase.exists() and not (out / "dedup" / "urls.commit.json").exists()
+
+
+def test_a_duplicate_with_nothing_to_take_gets_a_status_not_a_pass(tmp_path):
+    """A duplicate whose canonical row (or its result) is missing from the phase's output, as
+    in an output altered by hand, ends internal_error naming it: never an ok row that skipped
+    the model as another's duplicate and holds no caption."""
+    import apache_beam as beam
+
+    from pipeline.dedup.index_jobs import _FillCaptions, _FillFusions, _InheritDownload
+    from schemas.record import Record, make_uid
+
+    dup = Record(make_uid(1, 0), 1, 0, url="http://a.example/x.jpg", duplicate_of="000000000007")
+    for fn, row in (
+        (_InheritDownload(), dup.replace(duplicate_kind="url")),
+        (_FillCaptions(None, None), dup.replace(duplicate_kind="image")),
+        (_FillFusions(None, None), dup.replace(fusion_of="000000000007")),
+    ):
+        out = list(fn.process(("000000000007", [row])))
+        patches = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+        assert len(patches) == 1, (fn, out)
+        shard, (uid, fields) = patches[0]
+        assert (shard, uid, fields["status"]) == (1, row.uid, "internal_error")
+        assert "duplicate of 000000000007" in fields["error"]
