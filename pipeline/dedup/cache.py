@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.shard_files import fs_and_path, is_local, list_entries, put_if_absent
+from pipeline.io.shard_files import basename, fs_and_path, list_entries, put_if_absent
 
 CAPTIONS = "captions"
 FUSIONS = "fusions"
@@ -83,18 +83,13 @@ def list_segments(cache: str, kind: str) -> list[str]:
     fs.invalidate_cache(folder)  # another job (or this process) may have added segments since
     if not fs.exists(folder):
         return []
-    # one paginated listing (list_entries' concurrent prefixes are those of shard names)
-    found = (
-        [e["name"] for e in list_entries(fs, folder)]
-        if is_local(fs)
-        else fs.find(folder, maxdepth=1, detail=False)
-    )
     names = [
-        n for n in found
-        if n.endswith(".parquet") and not n.rsplit("/", 1)[-1].startswith(".")
+        e["name"] for e in list_entries(fs, folder, prefixes=None)  # segment names are hashes
+        if e["name"].endswith(".parquet") and not basename(e["name"]).startswith(".")
     ]  # fmt: skip
-    protocol = cache.split("://", 1)[0] + "://" if "://" in cache else ""
-    return sorted(n if "://" in n or not protocol else f"{protocol}{n}" for n in names)
+    if "://" not in cache:
+        return sorted(names)
+    return sorted({fs.unstrip_protocol(n) for n in names})
 
 
 def read_segment(url: str, kind: str) -> Iterator[tuple[str, tuple[str, dict]]]:

@@ -21,7 +21,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.shard_files import fs_and_path, list_entries, put_bytes, put_if_absent
+from pipeline.io.shard_files import (
+    fs_and_path,
+    list_entries,
+    parse_parquet_name,
+    put_bytes,
+    put_if_absent,
+)
 from schemas.record import Record
 from schemas.stats import shard_stem
 
@@ -110,9 +116,9 @@ def commit_patches(
     shards: set[int] = set()
     if fs.exists(root):
         for entry in list_entries(fs, root):
-            base = entry["name"].rsplit("/", 1)[-1]
-            if base.startswith("part-") and base.endswith(".parquet"):
-                shards.add(int(base[5:-8]))
+            parsed = parse_parquet_name(entry["name"])
+            if parsed is not None:  # part-NNNNN.parquet, the legacy shard name
+                shards.add(parsed[0])
     commit = PatchCommit(name, folder, frozenset(shards), fingerprint, dict(counts))
     cfs, cpath = fs_and_path(commit_path(output, name))
     cfs.makedirs(cpath.rsplit("/", 1)[0], exist_ok=True)

@@ -28,7 +28,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import fsspec
@@ -325,9 +325,13 @@ def list_shards(output: str) -> tuple[fsspec.AbstractFileSystem, ShardListing]:
 LISTING_PREFIXES = tuple(f"part-{i}" for i in range(10)) + (".part-",)
 
 
-def list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
-    """Every entry directly under ``root``: one ``ls`` on local disks and in memory, concurrent
-    prefix listings on async object stores (s3fs, gcsfs)."""
+def list_entries(
+    fs: fsspec.AbstractFileSystem, root: str, prefixes: Sequence[str] | None = LISTING_PREFIXES
+) -> list[dict]:
+    """The entries directly under ``root``: one ``ls`` on local disks and in memory. On async
+    object stores (s3fs, gcsfs) ``prefixes`` are listed concurrently, which finds only names
+    starting with one of them (the default: shard files' ``part-<digit>``, ``.part-``);
+    ``prefixes=None`` lists every name, in one paginated listing."""
     if is_local(fs):  # names only (no stat per file): 200,000 entries in a fraction of a second
         with os.scandir(root) as it:
             return [
@@ -342,7 +346,10 @@ def list_entries(fs: fsspec.AbstractFileSystem, root: str) -> list[dict]:
 
     async def list_all() -> list[dict]:
         found = await asyncio.gather(
-            *(fs._find(root, prefix=p, maxdepth=1, detail=True) for p in LISTING_PREFIXES)
+            *(
+                fs._find(root, maxdepth=1, detail=True, **({"prefix": p} if p else {}))
+                for p in (prefixes or ("",))
+            )
         )
         return [entry for part in found for entry in part.values()]
 
