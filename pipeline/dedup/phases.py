@@ -221,8 +221,10 @@ class DedupRun:
         images_from: dict[int, str] | None = None,
         overwrite: bool = False,
     ) -> Any:
+        from pipeline.runner_options import CPU_STAGES
+
         c = self.config
-        models = any(s in stages for s in ("caption", "ethics", "fuse"))
+        models = not set(stages) <= CPU_STAGES
         run = dataclasses.replace(
             c.run,
             output=output,
@@ -245,7 +247,6 @@ class DedupRun:
             writer=dataclasses.replace(c.writer, output=output, keep_images=keep_images),
         )
         self.say(f"{name}: stages {', '.join(stages) or 'none'} -> {output}")
-        commits = [x for x in commits if x is not None]
         result = self._run_pipeline(
             phase,
             stream=self.stream,

@@ -22,7 +22,7 @@ import math
 import operator
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -421,30 +421,26 @@ class ReadShardFn(beam.DoFn):
         self._shards.inc()
 
 
-def write_plan_file(shards: Sequence[InputShard], path: str) -> str:
-    """The shards as JSON lines at ``path`` (any fsspec URL), for :class:`ReadInput`'s
-    ``plan_file``; written to a temporary name and moved, so a reader never sees half a plan."""
+def _write_json_lines(path: str, rows: Iterable[Any]) -> str:
+    """``rows`` as JSON lines at ``path`` (any fsspec URL), written to a temporary name and
+    moved, so a reader never sees half a list."""
     import fsspec
 
     fs, target = fsspec.core.url_to_fs(path)
     fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
     tmp = f"{target}.tmp"
     with fs.open(tmp, "w") as f:
-        for shard in shards:
-            f.write(json.dumps(shard.to_dict(), separators=(",", ":")) + "\n")
+        for row in rows:
+            f.write(json.dumps(row, separators=(",", ":")) + "\n")
     fs.mv(tmp, target)
     return path
 
 
-def _shard_from_line(line: str) -> InputShard:
-    return InputShard.from_dict(json.loads(line))
-
-
-def read_plan_file(path: str) -> Iterator[InputShard]:
-    """The shards of a :func:`write_plan_file` file, read through fsspec (any URL it knows:
-    local, gs:// with gcsfs, s3:// with s3fs, memory://), the same stack that writes it, so
-    one filesystem extra serves the launcher and the workers (Beam's own ``ReadFromText`` would
-    need Beam's GCS/S3 filesystems as well)."""
+def _read_json_lines(path: str, parse: Callable[[Any], Any], what: str) -> Iterator[Any]:
+    """``parse`` of each line of a :func:`_write_json_lines` file, read through fsspec (any URL
+    it knows: local, gs:// with gcsfs, s3:// with s3fs, memory://), the same stack that writes
+    it, so one filesystem extra serves the launcher and the workers (Beam's own
+    ``ReadFromText`` would need Beam's GCS/S3 filesystems as well)."""
     import fsspec
 
     with fsspec.open(path, "r", encoding="utf-8") as f:
@@ -452,31 +448,29 @@ def read_plan_file(path: str) -> Iterator[InputShard]:
             if not line.strip():
                 continue
             try:
-                yield _shard_from_line(line)
+                yield parse(json.loads(line))
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{number}: not a shard plan line: {e}") from e
+                raise ValueError(f"{path}:{number}: not {what}: {e}") from e
+
+
+def write_plan_file(shards: Sequence[InputShard], path: str) -> str:
+    """The shards as JSON lines at ``path``, for :class:`ReadInput`'s ``plan_file``."""
+    return _write_json_lines(path, (shard.to_dict() for shard in shards))
+
+
+def read_plan_file(path: str) -> Iterator[InputShard]:
+    """The shards of a :func:`write_plan_file` file."""
+    return _read_json_lines(path, InputShard.from_dict, "a shard plan line")
 
 
 def write_parquet_list(parquets: Mapping[int, str], path: str) -> str:
-    """Shard id -> committed parquet URL as JSON lines at ``path``, published whole: what a
-    read of an earlier output names instead of embedding 300k URLs in the job graph."""
-    from pipeline.io.shard_files import fs_and_path, put_bytes
-
-    fs, target = fs_and_path(path)
-    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-    lines = "".join(json.dumps([sid, url]) + "\n" for sid, url in sorted(parquets.items()))
-    put_bytes(fs, target, lines.encode())
-    return path
+    """Shard id -> committed parquet URL as JSON lines at ``path``: what a read of an earlier
+    output names instead of embedding 300k URLs in the job graph."""
+    return _write_json_lines(path, ([sid, url] for sid, url in sorted(parquets.items())))
 
 
 def read_parquet_list(path: str) -> Iterator[tuple[int, str]]:
-    import fsspec
-
-    with fsspec.open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                sid, url = json.loads(line)
-                yield int(sid), url
+    return _read_json_lines(path, lambda pair: (int(pair[0]), str(pair[1])), "a parquet line")
 
 
 class ShardParquets(beam.PTransform):
